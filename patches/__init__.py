@@ -1,0 +1,8 @@
+"""The one seam where yolo-compress changes Ultralytics' behaviour: trainer subclasses and runtime settings.
+
+Nothing here edits site-packages. ``runtime.apply()`` runs when ``yolo_compress`` is imported.
+"""
+
+from yolo_compress.patches.runtime import CHECKED_ULTRALYTICS, apply
+
+__all__ = ["CHECKED_ULTRALYTICS", "apply"]

@@ -1,0 +1,1 @@
+"""Feature distillation: record features with hooks, adapt channels, compose losses."""

@@ -1,0 +1,1 @@
+"""Distillation losses: pure functions of student and teacher tensors."""

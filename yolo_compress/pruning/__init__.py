@@ -1,0 +1,1 @@
+"""Network slimming and DepGraph channel pruning of YOLOv8."""
