@@ -1,0 +1,265 @@
+"""Compose record -> adapt -> loss for a YOLOv8 student/teacher pair; returns ``{loss_name: tensor}``.
+
+Knows the Ultralytics ``DetectionModel`` layout (``model.model[i]``, ``.f``, ``.i``, ``.save``, ``Detect.forward_head``)
+but nothing about trainers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from yolo_compress.distill.adapters import CWDConnector, MGDConnector
+from yolo_compress.distill.recorder import FeatureRecorder
+from yolo_compress.errors import CompressError
+from yolo_compress.losses import ChannelWiseDivergence, DetectKD, MGDLoss
+
+LOSS_TYPES = ("cwd", "mgd", "kd", "cwd+kd", "mgd+kd")
+DEFAULT_LAYERS = (6, 8, 12, 15, 18, 21)  # the C2f blocks of YOLOv8 detect past the stem (stride 8-32)
+HOOK_ATTR = "cv2"  # C2f and its chunk-free twin both end in ``cv2``; matched by name, not by class
+
+
+def parse_loss_type(spec: str) -> tuple[str | None, bool]:
+    """Split ``"cwd+kd"`` into ``("cwd", True)``; ``"kd"`` gives ``(None, True)``.
+
+    Raises:
+        CompressError: ``spec`` is not one of :data:`LOSS_TYPES`.
+    """
+    key = str(spec).lower().replace(" ", "")
+    if key not in LOSS_TYPES:
+        raise CompressError(f"distill_loss={spec!r} is not supported; use one of {', '.join(LOSS_TYPES)}")
+    feature = key.split("+")[0]
+    return (None if feature == "kd" else feature), key.endswith("kd")
+
+
+def hooked_layer_names(model: nn.Module, indices: Sequence[int], attr: str = HOOK_ATTR) -> list[str]:
+    """Map layer indices of a ``DetectionModel`` to module names such as ``"model.6.cv2"``.
+
+    Raises:
+        CompressError: an index is out of range or its block has no ``attr`` submodule; the message lists the
+            indices that have one.
+    """
+    layers = model.model
+    valid = [i for i, m in enumerate(layers) if isinstance(getattr(m, attr, None), nn.Module)]
+    bad = [i for i in indices if i not in valid]
+    if bad:
+        raise CompressError(
+            f"distill_layers {bad} have no '{attr}' submodule in this {len(layers)}-layer model; "
+            f"use indices from {valid}"
+        )
+    return [f"model.{i}.{attr}" for i in indices]
+
+
+def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor | list | dict:
+    """Run a ``DetectionModel``'s layers ``0..last`` and return the output of layer ``last``.
+
+    The same routing as ``BaseModel._predict_once`` but stopping early, so a teacher that is only hooked in the
+    neck skips the rest. When ``last`` is the ``Detect`` head, its raw ``forward_head`` dict (``"boxes"``,
+    ``"scores"``, ``"feats"``) is returned instead of decoded boxes.
+    """
+    y: list = []
+    for m in model.model:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        if m.i == last and hasattr(m, "forward_head"):
+            return m.forward_head(x, **m.one2many)
+        x = m(x)
+        if m.i == last:
+            return x
+        y.append(x if m.i in model.save else None)
+    return x
+
+
+def head_outputs(preds: dict | tuple | list) -> dict[str, torch.Tensor]:
+    """The raw ``{"boxes", "scores"}`` dict of a Detect head from its train- or eval-mode output."""
+    if isinstance(preds, (tuple, list)):
+        preds = preds[1]
+    return preds.get("one2many", preds)
+
+
+def cosine_factor(progress: float, final: float = 0.1) -> float:
+    """Cosine decay from 1.0 at ``progress=0`` to ``final`` at ``progress=1`` (clamped outside [0, 1])."""
+    progress = min(max(progress, 0.0), 1.0)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Distiller(nn.Module):
+    """Record student and teacher features, adapt the student's, and score them; one loss tensor per kind.
+
+    The adapters are this module's only parameters. The teacher is held but not registered as a submodule, so
+    ``parameters()``/``state_dict()`` never include it; it is frozen and kept in eval mode.
+
+    Use it as a context manager (or :meth:`attach`/:meth:`detach`) around training: the student's hooks must be on
+    while the student runs its forward pass; then ``distiller(img, head_s)`` runs the teacher on the same ``img``
+    (only up to the deepest layer it needs) and returns e.g. ``{"cwd_loss": ..., "kd_loss": ...}``, computed in
+    float32 with autocast off.
+
+    Args:
+        student (nn.Module): ``DetectionModel`` being trained.
+        teacher (nn.Module): ``DetectionModel`` with the same classes and strides.
+        layers (Sequence[int]): layer indices whose ``cv2`` output is distilled, paired by name between the two.
+        loss (str): one of :data:`LOSS_TYPES`.
+        cwd_tau (float): CWD temperature.
+        mgd_alpha (float): MGD loss weight ``alpha_mgd``.
+        mgd_lambda (float): MGD fraction of masked positions.
+        kd_tau (float): logit KD temperature.
+        kd_box (bool): also distil the DFL box bins.
+        probe_imgsz (int): input size of the dummy pass that reads feature widths.
+
+    Raises:
+        CompressError: unknown loss, a layer without ``cv2``, different classes/strides, or maps of different size.
+
+    Examples:
+        >>> distiller = Distiller(student, teacher, layers=(15, 18, 21), loss="cwd")
+        >>> with distiller:
+        ...     preds = student(img)
+        ...     losses = distiller(img, preds)  # {"cwd_loss": tensor(...)}
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        layers: Sequence[int] = DEFAULT_LAYERS,
+        loss: str = "cwd",
+        cwd_tau: float = 1.0,
+        mgd_alpha: float = 2e-5,
+        mgd_lambda: float = 0.65,
+        kd_tau: float = 1.0,
+        kd_box: bool = True,
+        probe_imgsz: int = 64,
+    ) -> None:
+        super().__init__()
+        self.feature_kind, self.use_kd = parse_loss_type(loss)
+        object.__setattr__(self, "teacher", freeze_(teacher))  # held, not registered
+        self.layers = tuple(int(i) for i in layers) if self.feature_kind else ()
+        if self.feature_kind and not self.layers:
+            raise CompressError(f"distill_loss={loss!r} needs distill_layers; e.g. {list(DEFAULT_LAYERS)}")
+        names_s = hooked_layer_names(student, self.layers)
+        names_t = hooked_layer_names(teacher, self.layers)
+        self.student_recorder = FeatureRecorder(student, names_s)
+        self.teacher_recorder = FeatureRecorder(teacher, names_t)
+        self.keys = [name.replace(".", "_") for name in names_s]
+        head_s, head_t = student.model[-1], teacher.model[-1]
+        self.last = len(teacher.model) - 1 if self.use_kd else max(self.layers)
+
+        self.connectors = nn.ModuleDict()
+        if self.feature_kind:
+            shapes_s = _probe_shapes(student, self.student_recorder, probe_imgsz, max(self.layers))
+            shapes_t = _probe_shapes(teacher, self.teacher_recorder, probe_imgsz, max(self.layers))
+            for key, name, s, t in zip(self.keys, names_s, shapes_s, shapes_t):
+                if s[1:] != t[1:]:
+                    raise CompressError(
+                        f"{name}: student map {s[1]}x{s[2]} but teacher map {t[1]}x{t[2]} at input {probe_imgsz}; "
+                        "pick layers at the same stride in both models"
+                    )
+                self.connectors[key] = (
+                    CWDConnector(s[0], t[0]) if self.feature_kind == "cwd" else MGDConnector(s[0], t[0], mgd_lambda)
+                )
+        self.feature_loss = (
+            ChannelWiseDivergence(cwd_tau) if self.feature_kind == "cwd" else MGDLoss(mgd_alpha)
+            if self.feature_kind == "mgd" else None
+        )
+        self.head_kd = None
+        if self.use_kd:
+            _check_heads_match(head_s, head_t)
+            self.head_kd = DetectKD(kd_tau, reg_max=head_s.reg_max, box=kd_box)
+        self.to(next(student.parameters()).device)
+
+    def __enter__(self) -> Distiller:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def attach(self) -> Distiller:
+        """Register the student and teacher hooks."""
+        if self.feature_kind:
+            self.student_recorder.__enter__()
+            self.teacher_recorder.__enter__()
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook this distiller registered; safe to call twice."""
+        self.student_recorder.__exit__(None, None, None)
+        self.teacher_recorder.__exit__(None, None, None)
+
+    def move_(self, device: torch.device | str) -> Distiller:
+        """Move the adapters and the teacher to ``device``."""
+        self.teacher.to(device)
+        return self.to(device)
+
+    @torch.no_grad()
+    def run_teacher(self, img: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Run the frozen teacher on ``img`` up to the deepest layer needed; return its head dict when KD is on."""
+        self.teacher.eval()
+        out = run_to_layer(self.teacher, img, self.last)
+        return head_outputs(out) if self.use_kd else None
+
+    def forward(self, img: torch.Tensor, preds_s: dict | tuple | None = None) -> dict[str, torch.Tensor]:
+        """Return the distillation losses for the student pass that just ran on ``img``.
+
+        Args:
+            img (torch.Tensor): the preprocessed batch the student saw, (N, 3, H, W).
+            preds_s (dict | tuple, optional): the student's head output; needed for KD.
+
+        Returns:
+            (dict[str, torch.Tensor]): ``{"cwd_loss" | "mgd_loss": scalar, "kd_loss": scalar}``, float32.
+        """
+        feats_s = self.student_recorder.pop() if self.feature_kind else {}
+        head_t = self.run_teacher(img)
+        feats_t = self.teacher_recorder.pop() if self.feature_kind else {}
+        losses: dict[str, torch.Tensor] = {}
+        with torch.autocast(device_type=img.device.type, enabled=False):
+            if self.feature_kind:
+                total = img.new_zeros((), dtype=torch.float32)
+                for key, f_s, f_t in zip(self.keys, feats_s.values(), feats_t.values()):
+                    total = total + self.feature_loss(*self.connectors[key](f_s.float(), f_t.float()))
+                losses[f"{self.feature_kind}_loss"] = total
+            if self.use_kd:
+                if preds_s is None:
+                    raise ValueError("KD needs the student's head output: pass preds_s")
+                head_s = head_outputs(preds_s)
+                losses["kd_loss"] = self.head_kd(
+                    head_s["scores"].float(), head_t["scores"].float(), head_s["boxes"].float(), head_t["boxes"].float()
+                )
+        return losses
+
+
+def freeze_(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode with every parameter frozen; returns it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def _probe_shapes(model: nn.Module, recorder: FeatureRecorder, imgsz: int, last: int) -> list[tuple[int, int, int]]:
+    """(C, H, W) of each recorded layer for one zero image of size ``imgsz``, model left in its previous mode."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with recorder:
+            run_to_layer(model, torch.zeros(1, 3, imgsz, imgsz, device=device), last)
+            feats = recorder.pop()
+    finally:
+        model.train(was_training)
+    return [tuple(f.shape[1:]) for f in feats.values()]
+
+
+def _check_heads_match(head_s: nn.Module, head_t: nn.Module) -> None:
+    """KD needs anchors that correspond 1:1 and logits of the same meaning."""
+    for attr in ("nc", "reg_max", "nl"):
+        if getattr(head_s, attr, None) != getattr(head_t, attr, None):
+            raise CompressError(
+                f"logit KD needs the same Detect {attr} in student ({getattr(head_s, attr, None)}) and teacher "
+                f"({getattr(head_t, attr, None)}); use a teacher trained on the same dataset and head, or a feature "
+                "loss (cwd, mgd) alone"
+            )
+    if not torch.equal(head_s.stride.cpu(), head_t.stride.cpu()):
+        raise CompressError(f"logit KD needs equal strides, got {head_s.stride.tolist()} and {head_t.stride.tolist()}")
