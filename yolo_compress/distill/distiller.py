@@ -43,7 +43,11 @@ def hooked_layer_names(model: nn.Module, indices: Sequence[int], attr: str = HOO
             indices that have one.
     """
     layers = model.model
-    valid = [i for i, m in enumerate(layers) if isinstance(getattr(m, attr, None), nn.Module)]
+    containers = (nn.ModuleList, nn.ModuleDict)  # e.g. Detect.cv2: never called itself, so hooks would not fire
+    valid = [
+        i for i, m in enumerate(layers)
+        if isinstance(getattr(m, attr, None), nn.Module) and not isinstance(getattr(m, attr), containers)
+    ]
     bad = [i for i in indices if i not in valid]
     if bad:
         raise CompressError(
