@@ -1,0 +1,289 @@
+"""Recorder, distiller and ``DistillationTrainer``: hooks, pairing, bad input, DDP rebuild, a real tiny training."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from yolo_compress.data.synthetic import make_shapes_dataset
+from yolo_compress.patches.distill import DistillationTrainer, DistillSettings
+
+import yolo_compress  # noqa: F401  (offline runtime settings before Ultralytics is used)
+from yolo_compress.checkpoint import save_checkpoint
+from yolo_compress.distill import Distiller, FeatureRecorder, OutputHook, cosine_factor
+from yolo_compress.errors import CompressError
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "data", n_train=8, n_val=4, imgsz=IMGSZ, seed=0)
+
+
+@pytest.fixture(scope="module")
+def nc(data_yaml) -> int:
+    return len(yaml.safe_load(Path(data_yaml).read_text())["names"])
+
+
+def detection_model(cfg: str, nc: int, seed: int = 0) -> torch.nn.Module:
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    return DetectionModel(cfg, nc=nc, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def teacher_pt(tmp_path_factory, nc) -> Path:
+    """A random-init YOLOv8s teacher (wider than the YOLOv8n student, so adapters matter)."""
+    return save_checkpoint(detection_model("yolov8s.yaml", nc, seed=1), tmp_path_factory.mktemp("teacher") / "t.pt")
+
+
+@pytest.fixture
+def student(nc) -> torch.nn.Module:
+    return detection_model("yolov8n.yaml", nc)
+
+
+@pytest.fixture
+def teacher(nc) -> torch.nn.Module:
+    return detection_model("yolov8s.yaml", nc, seed=1)
+
+
+def trainer_overrides(data_yaml, teacher_pt, tmp_path, **kw) -> dict:
+    return dict(model="yolov8n.yaml", data=str(data_yaml), teacher=str(teacher_pt), imgsz=IMGSZ, epochs=1, batch=4,
+                workers=0, device="cpu", plots=False, amp=False, nbs=4, project=str(tmp_path), name="run",
+                exist_ok=True, verbose=False, **kw)
+
+
+# ---- recorder -----------------------------------------------------------------------------------------------------
+def test_recorder_records_inside_and_removes_hooks_on_exit():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    x = torch.randn(1, 3, 5, 5)
+    with FeatureRecorder(net, ["0", "2"]) as rec:
+        assert len(net[0]._forward_hooks) == 1
+        y = net(x)
+        feats = rec.pop()
+        assert list(feats) == ["0", "2"] and torch.equal(feats["2"], y) and feats["0"].shape == (1, 4, 5, 5)
+        with pytest.raises(RuntimeError, match="no output recorded"):
+            rec.pop()  # buffer cleared after pop
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    net(x)
+    assert rec.data == {}  # nothing recorded outside the block
+
+
+def test_recorder_hook_is_picklable_and_names_are_checked():
+    hook = pickle.loads(pickle.dumps(OutputHook({}, "a")))
+    assert hook.name == "a"
+    with pytest.raises(KeyError, match="close names"):
+        FeatureRecorder(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1)), ["1"])
+
+
+# ---- distiller ----------------------------------------------------------------------------------------------------
+def test_cosine_factor():
+    assert cosine_factor(0.0) == pytest.approx(1.0)
+    assert cosine_factor(0.5) == pytest.approx(0.55)
+    assert cosine_factor(1.0) == pytest.approx(0.1)
+    assert cosine_factor(2.0, final=0.0) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("loss", ["cwd", "mgd+kd"])
+def test_distiller_losses_and_gradients(student, teacher, loss):
+    distiller = Distiller(student, teacher, layers=(15, 18, 21), loss=loss)
+    assert all(not n.startswith("teacher") for n, _ in distiller.named_parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    student.train()
+    with distiller:
+        losses = distiller(img, student(img))
+    feature = loss.split("+")[0]
+    assert set(losses) == {f"{feature}_loss"} | ({"kd_loss"} if "kd" in loss else set())
+    assert all(v.dtype == torch.float32 and v.ndim == 0 and float(v.detach()) > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    assert student.model[15].cv2.conv.weight.grad is not None
+    assert all(p.grad is not None for p in distiller.connectors.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(len(m._forward_hooks) == 0 for m in [*student.modules(), *teacher.modules()])
+
+
+def test_distiller_computes_in_float32_under_autocast(student, teacher):
+    distiller = Distiller(student, teacher, layers=(15, 18, 21), loss="mgd+kd")
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with distiller, torch.autocast("cpu", dtype=torch.bfloat16):
+        preds = student(img)
+        assert preds["scores"].dtype == torch.bfloat16
+        losses = distiller(img, preds)
+    assert {k: v.dtype for k, v in losses.items()} == {"mgd_loss": torch.float32, "kd_loss": torch.float32}
+
+
+def test_distiller_zero_when_student_is_teacher(teacher):
+    twin = copy.deepcopy(teacher).train()
+    for p in twin.parameters():
+        p.requires_grad_(True)
+    distiller = Distiller(twin, teacher, layers=(15, 18, 21), loss="cwd+kd", kd_box=True)
+    twin.eval()  # same BN statistics as the teacher, so features and logits are identical
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with distiller:
+        losses = distiller(img, twin(img))
+    assert float(losses["kd_loss"]) == pytest.approx(0.0, abs=1e-5)
+    assert list(distiller.connectors.parameters()) == []  # equal widths: identity align
+    assert float(losses["cwd_loss"]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_teacher_runs_only_to_deepest_hooked_layer(student, teacher):
+    calls = []
+    for i in (8, 9, 21):
+        teacher.model[i].register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+    img = torch.rand(1, 3, IMGSZ, IMGSZ)
+    distiller = Distiller(student, teacher, layers=(6, 8), loss="cwd")
+    calls.clear()
+    with distiller:
+        student(img)
+        distiller(img)
+    assert calls == [8]
+    distiller = Distiller(student, teacher, layers=(6, 8), loss="cwd+kd")
+    calls.clear()
+    with distiller:
+        distiller(img, student(img))
+    assert calls == [8, 9, 21]  # KD needs the head (run through Detect.forward_head, which hooks do not see)
+
+
+@pytest.mark.parametrize("layers", [(10,), (22,), (99,)])
+def test_distiller_rejects_layers_without_cv2(student, teacher, layers):
+    with pytest.raises(CompressError, match="no 'cv2'"):
+        Distiller(student, teacher, layers=layers, loss="cwd")
+
+
+def test_distiller_pairs_chunk_free_c2f(student, teacher):
+    from yolo_compress.pruning.c2f import swap_c2f_
+
+    swap_c2f_(student)
+    distiller = Distiller(student, teacher, loss="cwd")
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with distiller:
+        student(img)
+        assert float(distiller(img)["cwd_loss"]) > 0
+
+
+# ---- trainer: bad input before training, DDP rebuild --------------------------------------------------------------
+def test_trainer_rejects_bad_input(data_yaml, teacher_pt, tmp_path):
+    with pytest.raises(CompressError, match="distill_loss"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss="at"))
+    with pytest.raises(CompressError, match="not found"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
+    with pytest.raises(CompressError, match="no 'cv2'"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_layers=[6, 10]))
+    with pytest.raises(CompressError, match="distill_schedule"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
+    other = save_checkpoint(detection_model("yolov8n.yaml", 2), tmp_path / "nc2.pt")
+    with pytest.raises(CompressError, match="2 classes"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, other, tmp_path))
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CompressError, match="not a YOLO checkpoint"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, bad, tmp_path))
+
+
+def test_trainer_rebuilt_from_args_distils_the_same(data_yaml, teacher_pt, tmp_path, nc):
+    """What the DDP launcher does: a new trainer from ``vars(trainer.args)`` (see ultralytics/utils/dist.py)."""
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    first = DistillationTrainer(overrides=trainer_overrides(
+        data_yaml, teacher_pt, tmp_path, distill_loss="mgd+kd", distill_layers="12,15", kd_tau=2.0, mgd_lambda=0.5))
+    cfg = {**DEFAULT_CFG_DICT, "save_dir": ""}
+    second = DistillationTrainer(cfg=cfg, overrides=dict(vars(first.args)))
+    assert second.settings == first.settings
+    assert first.settings.layers == (12, 15) and first.settings.loss == "mgd+kd" and first.settings.kd_tau == 2.0
+    for trainer in (first, second):
+        trainer.model = detection_model("yolov8n.yaml", nc)
+        trainer.setup_model()
+    a, b = first.distiller, second.distiller
+    assert a.keys == b.keys == ["model_12_cv2", "model_15_cv2"]
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert [type(m).__name__ for m in a.connectors.values()] == ["MGDConnector", "MGDConnector"]
+    assert a.connectors["model_12_cv2"].lambda_mgd == b.connectors["model_12_cv2"].lambda_mgd == 0.5
+    assert a.head_kd is not None and a.head_kd.cls_kd.tau == b.head_kd.cls_kd.tau == 2.0
+
+
+@pytest.mark.parametrize("loss", ["cwd", "mgd"])
+def test_adapters_are_trained_from_the_first_step(data_yaml, teacher_pt, tmp_path, nc, loss):
+    trainer = DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss=loss))
+    trainer.model = detection_model("yolov8n.yaml", nc)
+    trainer._setup_train()
+    try:
+        adapter_ids = {id(p) for p in trainer.distiller.parameters()}
+        assert adapter_ids <= {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+        assert not any(k.startswith(("connectors", "teacher")) for k in trainer.ema.ema.state_dict())
+        before = copy.deepcopy(trainer.distiller.state_dict())
+        trainer.epoch = 0  # as the epoch loop does before _model_train
+        trainer._model_train()
+        batch = trainer.preprocess_batch(next(iter(trainer.train_loader)))
+        loss_vec, items = trainer.model(batch)
+        assert f"{loss}_loss" in items and loss_vec.numel() == len(items)
+        trainer.scaler.scale(loss_vec.sum()).backward()
+        trainer.optimizer_step()
+        after = trainer.distiller.state_dict()
+        changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
+        assert changed, "no adapter weight changed after one optimizer step"
+    finally:
+        trainer._detach_distiller()
+    assert all(len(m._forward_hooks) == 0 for m in trainer.model.modules())
+    assert type(trainer.model.criterion).__name__ == "v8DetectionLoss"
+
+
+# ---- a real 1-epoch training --------------------------------------------------------------------------------------
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("0", id="cuda", marks=[
+        pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_one_epoch_training_writes_plain_student_checkpoints(data_yaml, teacher_pt, tmp_path, nc, device):
+    from ultralytics import YOLO
+
+    student_params = sum(p.numel() for p in detection_model("yolov8n.yaml", nc).parameters())
+    seen: dict = {}
+
+    def on_batch_end(trainer):
+        seen.setdefault("dtypes", {k: v.dtype for k, v in trainer.loss_items.items()})
+        seen["hooks"] = sum(len(m._forward_hooks) for m in trainer.model.modules())
+
+    model = YOLO("yolov8n.yaml")
+    model.add_callback("on_train_batch_end", on_batch_end)
+    overrides = trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss="cwd+kd")
+    overrides.update(device=device, amp=device != "cpu")
+    model.train(trainer=DistillationTrainer, **overrides)
+    trainer = model.trainer
+
+    assert seen["hooks"] == 6  # one per default layer while training
+    assert seen["dtypes"]["cwd_loss"] == seen["dtypes"]["kd_loss"] == torch.float32
+    assert sum(len(m._forward_hooks) for m in trainer.model.modules()) == 0  # removed at the end
+    header = (trainer.save_dir / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"train/cwd_loss", "train/kd_loss", "val/cwd_loss", "val/kd_loss"} <= set(header)
+
+    best = trainer.best
+    assert best.is_file()
+    with zipfile.ZipFile(best) as z:
+        pickled = b"".join(z.read(n) for n in z.namelist() if n.endswith(".pkl"))
+    assert b"yolo_compress" not in pickled  # no hook, adapter or criterion class in the pickle
+    reloaded = YOLO(str(best))
+    assert sum(p.numel() for p in reloaded.model.parameters()) == student_params
+    keys = reloaded.model.state_dict().keys()
+    assert not any("connectors" in k or "teacher" in k for k in keys)
+    assert all(len(m._forward_hooks) == 0 for m in reloaded.model.modules())
+
+
+def test_settings_parse_cli_strings():
+    class Args:
+        teacher, distill_loss, distill_layers = __file__, "CWD+KD", "[6, 8]"
+        distill_weight = kd_weight = kd_tau = cwd_tau = 1.0
+        mgd_alpha, mgd_lambda, distill_schedule, distill_final, kd_box = 2e-5, 0.65, "constant", 0.1, "False"
+
+    s = DistillSettings.from_args(Args)
+    assert s.layers == (6, 8) and s.loss == "cwd+kd" and s.kd_box is False
