@@ -76,7 +76,8 @@ def write_yolo_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    spec = {"path": str(root), **{s: f"images/{s}" for s in counts}, "names": dict(enumerate(names))}
+    # ``imgsz`` is not an Ultralytics key: yolo-compress uses it as the default image size for this dataset.
+    spec = {"path": str(root), **{s: f"images/{s}" for s in counts}, "names": dict(enumerate(names)), "imgsz": imgsz}
     yaml_path = root / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return yaml_path
