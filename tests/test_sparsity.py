@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
 
+from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
 from yolo_compress.pruning.sparsity import (
     bn_l1_,
     gamma_stats,

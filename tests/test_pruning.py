@@ -1,0 +1,238 @@
+"""C2f swap exactness, DepGraph pruning of YOLOv8n, checkpoint round trip in a new process, shape-keeping fine-tune."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from yolo_compress.checkpoint import save_checkpoint
+from yolo_compress.errors import CompressError
+from yolo_compress.pruning import C2fChunkFree, count_params, prunable_batchnorms, prune_detector, swap_c2f_
+
+NC = 4  # the synthetic shapes set
+
+
+def _v8n(seed: int = 0) -> nn.Module:
+    """YOLOv8n from yaml with random, non-trivial BatchNorm statistics (a fresh one is all 1/0)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False)
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.1, 1.5)
+            bn.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def v8n() -> nn.Module:
+    return _v8n()
+
+
+@pytest.fixture(scope="module")
+def pruned(v8n):
+    return prune_detector(v8n, 640, factor=0.5, importance="l2")
+
+
+@pytest.fixture(scope="module")
+def shapes_yaml(tmp_path_factory) -> Path:
+    from yolo_compress.data.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("pr") / "shapes", n_train=8, n_val=4, imgsz=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pruned_ckpt(pruned, tmp_path_factory) -> Path:
+    model, result = pruned
+    return save_checkpoint(model, tmp_path_factory.mktemp("ck") / "pruned.pt", pruning=result.to_dict())
+
+
+def test_c2f_swap_is_exact():
+    from ultralytics.nn.modules.block import C2f
+
+    model = _v8n(seed=1)
+    x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(x)[0]
+    layers = {i: (m.f, m.i, m.type) for i, m in enumerate(model.model) if isinstance(m, C2f)}
+    assert swap_c2f_(model) == 8 and swap_c2f_(model) == 0  # all 8 of YOLOv8n; idempotent
+    with torch.no_grad():
+        after = model(x)[0]
+    assert (before - after).abs().max().item() <= 1e-6  # measured 0.0
+    assert not any(isinstance(m, C2f) for m in model.modules())
+    for i, attrs in layers.items():
+        twin = model.model[i]
+        assert isinstance(twin, C2fChunkFree) and (twin.f, twin.i, twin.type) == attrs
+        assert twin.cv0.bn.eps == 1e-3 and twin.cv0.bn.momentum == 0.03  # YOLOv8's, not PyTorch's defaults
+        assert twin.np == count_params(twin)
+    buffer = io.BytesIO()  # picklable: the class is importable by name
+    torch.save(model, buffer)
+    buffer.seek(0)
+    assert type(torch.load(buffer, weights_only=False).model[2]) is C2fChunkFree
+
+
+def test_factor_half_reduction(v8n, pruned):
+    model, result = pruned
+    # measured once (nc=4, imgsz 640, round_to=8): 3,011,628 -> 1,061,252 params, 8.144 -> 3.475 GFLOPs
+    assert result.params_before == count_params(v8n) == 3_011_628
+    assert result.params_after == count_params(model)
+    assert result.params_ratio == pytest.approx(0.3524, abs=0.01)
+    assert result.gflops_before == pytest.approx(8.144, rel=0.01)
+    assert result.speed_up == pytest.approx(2.34, rel=0.03)
+    assert result.imgsz == (640, 640) and result.steps == 1 and result.importance == "l2"
+    # every prunable width in YOLOv8n is a multiple of 16, so exactly half of the channels are gone
+    before = sum(b.num_features for b in prunable_batchnorms(v8n))
+    assert sum(b.num_features for b in prunable_batchnorms(model)) * 2 == before
+    head, head0 = model.model[-1], v8n.model[-1]
+    assert [s[-1].out_channels for s in head.cv2] == [s[-1].out_channels for s in head0.cv2]  # outputs kept
+    assert [s[-1].out_channels for s in head.cv3] == [NC] * 3
+    assert [s[0].conv.in_channels for s in head.cv2] == [32, 64, 128]  # inputs shrink with the neck
+    assert count_params(v8n) == 3_011_628 and not any(isinstance(m, C2fChunkFree) for m in v8n.modules())
+
+
+def test_pruned_forward_train_and_eval(pruned):
+    from copy import deepcopy
+
+    model = deepcopy(pruned[0])  # train-mode forwards update BatchNorm statistics
+    x = torch.randn(2, 3, 64, 96)
+    anchors = 8 * 12 + 4 * 6 + 2 * 3  # strides 8, 16, 32
+    model.train()
+    preds = model(x)
+    assert preds["boxes"].shape == (2, 64, anchors) and preds["scores"].shape == (2, NC, anchors)
+    preds["scores"].sum().backward()  # trainable
+    model.eval()
+    with torch.no_grad():
+        y, _ = model(x)
+    assert y.shape == (2, 4 + NC, anchors)
+    dfl = model.model[-1].dfl.conv.weight
+    assert not dfl.requires_grad and all(p.requires_grad for p in model.parameters() if p is not dfl)
+
+
+def test_speed_up_target_is_reached(v8n):
+    model, result = prune_detector(v8n, 320, speed_up=1.5, importance="group_norm")
+    assert 1.5 <= result.speed_up < 1.8  # round_to=8 quantises YOLOv8n widths: a small overshoot
+    assert result.imgsz == (320, 320) and result.steps > 1 and result.params_after == count_params(model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"factor": 0.0}, "between 0 and 1"),
+        ({"factor": 1.0}, "between 0 and 1"),
+        ({"factor": -0.2}, "between 0 and 1"),
+        ({"speed_up": 1.0}, "greater than 1"),
+        ({"factor": 0.5, "speed_up": 2.0}, "exactly one"),
+        ({}, "exactly one"),
+        ({"factor": 0.5, "importance": "taylor"}, "unknown importance"),
+        ({"factor": 0.5, "round_to": 0}, "round_to"),
+        ({"speed_up": 50.0, "iterative_steps": 1}, "unreachable"),
+    ],
+)
+def test_bad_arguments(v8n, kwargs, match):
+    with pytest.raises(CompressError, match=match):
+        prune_detector(v8n, 64, **kwargs)
+
+
+def test_bad_models(v8n, tmp_path: Path):
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+
+    with pytest.raises(CompressError, match="multiple of the model stride"):
+        prune_detector(v8n, 100, factor=0.5)
+    with pytest.raises(CompressError, match="DetectionModel"):
+        prune_detector(nn.Sequential(nn.Conv2d(3, 8, 3)), 64, factor=0.5)
+    with pytest.raises(CompressError, match="not found"):
+        prune_detector(tmp_path / "missing.pt", 64, factor=0.5)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CompressError, match="not a YOLO checkpoint"):
+        prune_detector(tmp_path / "junk.pt", 64, factor=0.5)
+    cls = save_checkpoint(ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False), tmp_path / "cls.pt")
+    with pytest.raises(CompressError, match="detection models only"):
+        prune_detector(cls, 64, factor=0.5)
+    head_only = {"nc": NC, "backbone": [[-1, 1, "nn.Identity", []]], "head": [[[0], 1, "Detect", ["nc"]]]}
+    with pytest.raises(CompressError, match="no prunable channels"):
+        prune_detector(DetectionModel(head_only, verbose=False), 64, factor=0.5)
+
+
+def test_loaded_checkpoint_is_prunable(pruned_ckpt):
+    # Ultralytics' best.pt/last.pt are saved with requires_grad=False (strip_optimizer): that must still trace
+    from ultralytics import YOLO
+
+    frozen = YOLO(str(pruned_ckpt)).model.requires_grad_(False)
+    for source in (pruned_ckpt, frozen):
+        model, result = prune_detector(source, 64, factor=0.25)
+        assert result.params_after < result.params_before == 1_061_252
+
+
+def test_checkpoint_loads_in_fresh_process(pruned, pruned_ckpt, shapes_yaml, tmp_path: Path):
+    """``YOLO(path)`` in a new interpreter imports the C2f twin by itself, then validates, predicts, exports."""
+    script = """
+import json, sys
+from ultralytics import YOLO
+model = YOLO(sys.argv[1])
+n = sum(p.numel() for p in model.model.parameters())
+metrics = model.val(data=sys.argv[2], imgsz=64, batch=4, plots=False, device="cpu", verbose=False)
+image = next((__import__("pathlib").Path(sys.argv[2]).parent / "images" / "val").glob("*"))
+boxes = model.predict(str(image), imgsz=64, device="cpu", verbose=False)[0].boxes
+onnx = model.export(format="onnx", imgsz=64, simplify=False, device="cpu")
+print("RESULT" + json.dumps({"params": n, "map": metrics.box.map, "n_boxes": len(boxes), "onnx": str(onnx)}))
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(pruned_ckpt), str(shapes_yaml)], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT", 1)[1])
+    assert result["params"] == count_params(pruned[0])
+    import onnxruntime as ort
+
+    x = torch.rand(1, 3, 64, 64)
+    session = ort.InferenceSession(result["onnx"], providers=["CPUExecutionProvider"])
+    (y_onnx,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        y = pruned[0](x)[0]
+    assert y_onnx.shape == tuple(y.shape)
+    torch.testing.assert_close(torch.from_numpy(y_onnx), y, atol=1e-2, rtol=1e-3)  # fused BN: float rounding
+
+
+class _Interrupt(Exception):
+    """Raised from a callback to leave an unfinished ``last.pt`` behind (with optimizer and epoch)."""
+
+
+def _interrupt(trainer) -> None:
+    raise _Interrupt
+
+
+def test_finetune_keeps_pruned_shape_through_resume(pruned_ckpt, shapes_yaml, tmp_path: Path):
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from yolo_compress.patches.trainers import ModuleKeepingTrainer
+
+    n = 1_061_252
+    model = YOLO(str(pruned_ckpt))
+    model.add_callback("on_model_save", _interrupt)  # after epoch 1 of 2 is saved
+    with pytest.raises(_Interrupt):
+        model.train(trainer=ModuleKeepingTrainer, data=str(shapes_yaml), epochs=2, imgsz=64, batch=4, nbs=4,
+                    workers=0, device="cpu", plots=False, val=False, warmup_epochs=0, mosaic=0.0, amp=False,
+                    project=str(tmp_path), name="ft", exist_ok=True, verbose=False)
+    assert count_params(model.trainer.model) == n
+    weights = model.trainer.save_dir / "weights"
+    unfinished = torch.load(weights / "last.pt", map_location="cpu", weights_only=False)
+    assert unfinished["epoch"] == 0 and unfinished["optimizer"] is not None
+    assert count_params(unfinished["ema"]) == n
+
+    resumed = YOLO(str(weights / "last.pt"))
+    resumed.train(trainer=ModuleKeepingTrainer, resume=True, workers=0)
+    assert resumed.trainer.start_epoch == 1 and resumed.trainer.epoch == 1
+    assert count_params(resumed.trainer.model) == n
+    for name in ("best.pt", "last.pt"):
+        assert count_params(load_checkpoint(weights / name)[0]) == n
+        assert count_params(YOLO(str(weights / name)).model) == n
