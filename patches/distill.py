@@ -27,7 +27,6 @@ import torch.distributed as dist
 from torch import nn
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
-from yolo_compress.patches.trainers import ModuleKeepingTrainer
 
 from yolo_compress.checkpoint import load_detection_model
 from yolo_compress.distill import (
@@ -39,6 +38,7 @@ from yolo_compress.distill import (
     remove_output_hooks_,
 )
 from yolo_compress.errors import CompressError
+from yolo_compress.patches.trainers import ModuleKeepingTrainer
 
 LOGGER = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "cosine_epoch", "constant")

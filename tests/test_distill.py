@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from yolo_compress.data.synthetic import make_shapes_dataset
-from yolo_compress.patches.distill import DistillationTrainer, DistillSettings
 
 import yolo_compress  # noqa: F401  (offline runtime settings before Ultralytics is used)
 from yolo_compress.checkpoint import save_checkpoint
+from yolo_compress.data.synthetic import make_shapes_dataset
 from yolo_compress.distill import Distiller, FeatureRecorder, OutputHook, cosine_factor
 from yolo_compress.errors import CompressError
+from yolo_compress.patches.distill import DistillationTrainer, DistillSettings
 
 IMGSZ = 64
 
@@ -293,3 +293,21 @@ def test_settings_parse_cli_strings():
 
     s = DistillSettings.from_args(Args)
     assert s.layers == (6, 8) and s.loss == "cwd+kd" and s.kd_box is False
+
+
+def test_criterion_schedule_over_run_and_epoch():
+    from yolo_compress.patches.distill import DistillCriterion
+
+    crit = DistillCriterion(base=None, distiller=None, weights={}, schedule="cosine", final=0.1)
+    crit.start_epoch(0, epochs=2, batches=4)
+    assert crit.factor() == pytest.approx(1.0)
+    crit.start_epoch(1, epochs=2, batches=4)
+    assert crit.factor() == pytest.approx(0.55)  # half-way through the run
+    crit.step = 4
+    assert crit.factor() == pytest.approx(0.1)
+    crit = DistillCriterion(base=None, distiller=None, weights={}, schedule="cosine_epoch", final=0.1)
+    crit.start_epoch(1, epochs=2, batches=4)
+    assert crit.factor() == pytest.approx(1.0)  # restarts each epoch
+    crit.step = 2
+    assert crit.factor() == pytest.approx(0.55)
+    assert copy.deepcopy({"c": crit})["c"] is None  # never copied into an EMA
