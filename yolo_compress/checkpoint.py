@@ -85,7 +85,7 @@ def load_detection_model(path: str | Path) -> nn.Module:
     try:
         model, _ = load_checkpoint(path)
     except Exception as e:  # torch/pickle raise many types for a file that is not a checkpoint
-        raise CompressError(f"{path} is not a YOLO checkpoint ({type(e).__name__}: {e}); "
+        raise CompressError(f"{path} is not a YOLO checkpoint (loading raised {type(e).__name__}); "
                             "pass a .pt file written by Ultralytics or yolo-compress") from e
     if not isinstance(model, DetectionModel) or getattr(model, "task", "detect") != "detect":
         raise CompressError(f"{path} holds a {type(model).__name__} (task {getattr(model, 'task', '?')!r}); "

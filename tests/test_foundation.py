@@ -1,0 +1,192 @@
+"""Foundation: dataset generator, PruneModel.train keeping altered models (train + resume), offline, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from yolo_compress import CompressError, PruneModel
+from yolo_compress.data.synthetic import make_shapes_dataset
+from yolo_compress.patches.trainers import ModuleKeepingTrainer
+
+CLI = [sys.executable, "-m", "yolo_compress.cli"]
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix != ".cache":
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_dataset_is_deterministic_and_well_formed(tmp_path):
+    a = make_shapes_dataset(tmp_path / "a", n_train=6, n_val=3, imgsz=64, seed=3)
+    b = make_shapes_dataset(tmp_path / "b", n_train=6, n_val=3, imgsz=64, seed=3)
+    c = make_shapes_dataset(tmp_path / "c", n_train=6, n_val=3, imgsz=64, seed=4)
+    digest = lambda y: _tree_digest(y.parent / "images") + _tree_digest(y.parent / "labels")  # noqa: E731
+    assert digest(a) == digest(b) != digest(c)
+    assert len(list((a.parent / "images" / "train").glob("*.png"))) == 6
+    for label in (a.parent / "labels").rglob("*.txt"):
+        rows = [list(map(float, line.split())) for line in label.read_text().splitlines()]
+        assert 1 <= len(rows) <= 4
+        for cls, x, y, w, h in rows:
+            assert cls in (0, 1, 2, 3) and 0 < w <= 0.5 and 0 < h <= 0.5
+            assert 0 <= x - w / 2 and x + w / 2 <= 1 and 0 <= y - h / 2 and y + h / 2 <= 1
+    with pytest.raises(FileExistsError):
+        make_shapes_dataset(tmp_path / "a", n_train=1, n_val=1, imgsz=64)
+
+
+def _narrow_first_conv(model: torch.nn.Module, n: int = 8) -> None:
+    """Remove ``n`` output channels of the stem conv (and the inputs that read them) by hand."""
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 64, 64))
+    dg.get_pruning_group(model.model[0].conv, tp.prune_conv_out_channels, idxs=list(range(n))).prune()
+
+
+def test_train_keeps_altered_model_through_training_and_resume(tiny_yaml, monkeypatch):
+    pm = PruneModel("yolov8n.yaml", data=tiny_yaml, imgsz=64)
+    full = pm.info()["params"]
+    _narrow_first_conv(pm.model)
+    narrowed = pm.info()["params"]
+    assert narrowed < full and pm.model.model[0].conv.out_channels == 8
+
+    original = ModuleKeepingTrainer.save_model
+
+    def save_then_crash(self):  # simulate a crash right after the first epoch's checkpoint
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        pm.train(save_dir="weights/retrain.pt", epochs=2, batch=8, plots=False)
+    assert not Path("weights/retrain.pt").exists(), "an interrupted run must not leave final weights"
+    last = Path("runs/retrain/weights/last.pt")
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["epoch"] == 0 and sum(p.numel() for p in ckpt["ema"].parameters()) == narrowed
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", original)
+    out = pm.train(save_dir="weights/retrain.pt", resume=True)
+    assert out == Path("weights/retrain.pt") and out.is_file()
+    assert pm.info()["params"] == narrowed
+    rows = Path("runs/retrain/results.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"], "resume must continue at epoch 2, not restart"
+
+    from ultralytics import YOLO
+
+    yolo = YOLO(out)
+    assert sum(p.numel() for p in yolo.model.parameters()) == narrowed
+    assert next(yolo.model.parameters()).dtype == torch.float32
+    metrics = yolo.val(data=str(tiny_yaml), imgsz=64, plots=False, verbose=False)
+    assert 0.0 <= metrics.box.map <= 1.0
+
+
+def test_resume_without_a_run_is_a_clear_error(tiny_yaml):
+    pm = PruneModel("yolov8n.yaml", data=tiny_yaml, imgsz=64)
+    with pytest.raises(CompressError, match="nothing to resume"):
+        pm.train(save_dir="weights/none.pt", resume=True)
+
+
+def test_train_refuses_to_overwrite_its_input(tiny_yaml, tmp_path):
+    from yolo_compress.checkpoint import save_checkpoint
+
+    src = save_checkpoint(PruneModel("yolov8n.yaml", data=tiny_yaml).model, tmp_path / "in.pt")
+    pm = PruneModel(src, data=tiny_yaml)
+    with pytest.raises(CompressError, match="overwrite the input"):
+        pm.train(save_dir=src, epochs=1)
+
+
+NETWORK_PROBE = textwrap.dedent(
+    """
+    import socket, sys
+    events = []
+    def hook(event, args):
+        if event.startswith("socket.") and event not in ("socket.__new__",):
+            events.append((event, repr(args)[:120]))
+    sys.addaudithook(hook)
+    from yolo_compress import PruneModel
+    pm = PruneModel("yolov8n.yaml", data=sys.argv[1], imgsz=64)
+    pm.train(save_dir="weights/net.pt", epochs=1, batch=8)
+    pm.val()
+    from ultralytics import YOLO
+    YOLO("weights/net.pt").predict(sys.argv[2], imgsz=64, verbose=False)
+    print("EVENTS", events)
+    """
+)
+
+
+def test_train_val_predict_make_no_network_calls(tiny_yaml, tmp_path):
+    images = Path(tiny_yaml).parent / "images" / "val"
+    script = tmp_path / "probe.py"
+    script.write_text(NETWORK_PROBE)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("YOLO_")}
+    env["YOLO_CONFIG_DIR"] = str(tmp_path / "cfg")  # a fresh config dir: no font there yet
+    proc = subprocess.run([sys.executable, str(script), str(tiny_yaml), str(images)], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("EVENTS")][-1]
+    assert line == "EVENTS []", line
+    assert (tmp_path / "cfg" / "Ultralytics" / "Arial.ttf").is_file()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_weights", "weights file not found"),
+        ("not_a_checkpoint", "is not a YOLO checkpoint"),
+        ("missing_data", "dataset yaml not found"),
+        ("malformed_data", "lacks key"),
+        ("empty_dataset", "no images found"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(case, match, tmp_path, tiny_yaml):
+    weights = "yolov8n.yaml"
+    data = str(tiny_yaml)
+    if case == "missing_weights":
+        weights = "nope.pt"
+    elif case == "not_a_checkpoint":
+        (tmp_path / "fake.pt").write_text("not a checkpoint")
+        weights = "fake.pt"
+    elif case == "missing_data":
+        data = "missing.yaml"
+    elif case == "malformed_data":
+        (tmp_path / "bad.yaml").write_text("train: images/train\n")
+        data = "bad.yaml"
+    else:
+        (tmp_path / "empty" / "images" / "train").mkdir(parents=True)
+        (tmp_path / "empty.yaml").write_text(f"path: {tmp_path / 'empty'}\ntrain: images/train\nval: images/train\n"
+                                             "names: {0: a}\n")
+        data = "empty.yaml"
+    proc = _cli("train", "--weights", weights, "--data", data, "--save", "weights/out.pt", "--epochs", "1",
+                cwd=tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("yolo-compress: error:") and match in err[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "weights" / "out.pt").exists()
+
+
+def test_cli_help_lists_every_command(tmp_path):
+    proc = _cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for cmd in ("data", "train", "sparse", "prune", "distill", "compare", "export", "predict", "evaluate", "run"):
+        assert cmd in proc.stdout
+
+
+def test_cli_data_writes_a_dataset(tmp_path):
+    proc = _cli("data", "--root", "d", "--train", "3", "--val", "2", "--imgsz", "64", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "d" / "data.yaml").is_file()
+    assert len(list((tmp_path / "d" / "images" / "val").glob("*.png"))) == 2
+    again = _cli("data", "--root", "d", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
