@@ -22,8 +22,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from yolo_compress.data.synthetic import write_yolo_dataset
 
+from yolo_compress.data.synthetic import write_yolo_dataset
 from yolo_compress.errors import CompressError
 
 NAMES = ("container", "node", "label")

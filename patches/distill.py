@@ -220,21 +220,6 @@ class DistillationTrainer(ModuleKeepingTrainer):
         add_param_groups_(optimizer, self.distiller, decay)
         return optimizer
 
-    def get_validator(self):
-        """``DetectionTrainer.get_validator`` with the extra settings hidden from ``args`` while it is built.
-
-        The validator runs ``get_cfg(overrides=copy(args))``, whose ``check_dict_alignment`` rejects keys Ultralytics
-        does not know (``teacher`` ...). They stay on ``self.args`` for checkpoints, resume and DDP.
-        """
-        saved = {k: getattr(self.args, k) for k in self.extra_args if hasattr(self.args, k)}
-        for k in saved:
-            delattr(self.args, k)
-        try:
-            return super().get_validator()
-        finally:
-            for k, v in saved.items():
-                setattr(self.args, k, v)
-
     def _setup_train(self):
         """Ultralytics' setup (EMA copied from the bare student), then hook the student and wrap its criterion."""
         super()._setup_train()

@@ -50,3 +50,18 @@ class ModuleKeepingTrainer(DetectionTrainer):
                 p.requires_grad_(True)
             return model
         return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+
+    def get_validator(self):
+        """``DetectionTrainer.get_validator`` with the extra settings hidden from ``args`` while it is built.
+
+        The validator runs ``get_cfg(overrides=copy(args))``, whose ``check_dict_alignment`` rejects keys that
+        Ultralytics does not know. They stay on ``self.args`` for checkpoints, resume and DDP.
+        """
+        saved = {k: getattr(self.args, k) for k in self.extra_args if hasattr(self.args, k)}
+        for k in saved:
+            delattr(self.args, k)
+        try:
+            return super().get_validator()
+        finally:
+            for k, v in saved.items():
+                setattr(self.args, k, v)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from yolo_compress.data.diagram import NAMES, make_diagram_dataset, read_parent_labels
 
+from yolo_compress.data.diagram import NAMES, make_diagram_dataset, read_parent_labels
 from yolo_compress.errors import CompressError
 from yolo_compress.relations import find_parent_nodes
 

@@ -39,7 +39,7 @@ def test_dataset_is_deterministic_and_well_formed(tmp_path):
         assert 1 <= len(rows) <= 4
         for cls, x, y, w, h in rows:
             assert cls in (0, 1, 2, 3) and 0 < w <= 0.5 and 0 < h <= 0.5
-            assert 0 <= x - w / 2 and x + w / 2 <= 1 and 0 <= y - h / 2 and y + h / 2 <= 1
+            assert x - w / 2 >= 0 and x + w / 2 <= 1 and y - h / 2 >= 0 and y + h / 2 <= 1
     with pytest.raises(FileExistsError):
         make_shapes_dataset(tmp_path / "a", n_train=1, n_val=1, imgsz=64)
 

@@ -13,8 +13,8 @@ import torch
 from ultralytics import YOLO
 from ultralytics.engine.results import Results
 from ultralytics.utils.patches import imread
-from yolo_compress.data.diagram import NAMES, make_diagram_dataset, read_parent_labels
 
+from yolo_compress.data.diagram import NAMES, make_diagram_dataset, read_parent_labels
 from yolo_compress.errors import CompressError
 from yolo_compress.relation_eval import evaluate_relations, predict_relations
 from yolo_compress.relations import LINK_COLOUR, PALETTE
