@@ -26,7 +26,7 @@ def validate(weights: nn.Module | str | Path, data: str | Path, imgsz: int, **kw
     """
     from ultralytics import YOLO
 
-    args = {"data": str(data), "imgsz": imgsz, "half": False, "plots": False, "verbose": False,
+    args = {"data": str(data), "imgsz": imgsz, "quantize": 32, "plots": False, "verbose": False,
             "project": str(RUNS_DIR.resolve()), "name": "val", "exist_ok": True, **kwargs}
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(weights, Path(tmp) / "model.pt") if isinstance(weights, nn.Module) else weights

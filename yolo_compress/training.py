@@ -87,7 +87,9 @@ def fit(model: nn.Module, trainer: type, out: Path, args: dict[str, Any]) -> tup
             yolo.train(trainer=trainer, **args)
     best = yolo.trainer.best if yolo.trainer.best.exists() else yolo.trainer.last
     trained = load_detection_model(best)
-    metrics = getattr(yolo.trainer, "metrics", None) or {}
-    save_checkpoint(trained, out, train_metrics=dict(metrics), source_run=str(best.parent.parent))
+    # "metrics/mAP50-95(B)" -> "mAP50-95", the names PruneModel.val() and the report use
+    metrics = {k.removeprefix("metrics/").removesuffix("(B)"): float(v)
+               for k, v in (getattr(yolo.trainer, "metrics", None) or {}).items()}
+    save_checkpoint(trained, out, train_metrics=metrics, source_run=str(best.parent.parent))
     LOGGER.info("saved %s (from %s)", out, best)
-    return trained, {k: float(v) for k, v in metrics.items()}
+    return trained, metrics
