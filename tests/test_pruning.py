@@ -90,6 +90,7 @@ def test_factor_half_reduction(v8n, pruned):
     assert result.gflops_before == pytest.approx(8.144, rel=0.01)
     assert result.speed_up == pytest.approx(2.34, rel=0.03)
     assert result.imgsz == (640, 640) and result.steps == 1 and result.importance == "l2"
+    assert result.channels_removed == 0.5
     # every prunable width in YOLOv8n is a multiple of 16, so exactly half of the channels are gone
     before = sum(b.num_features for b in prunable_batchnorms(v8n))
     assert sum(b.num_features for b in prunable_batchnorms(model)) * 2 == before

@@ -53,8 +53,11 @@ class PruneResult:
         imgsz: input height and width the GFLOPs refer to.
         seconds: wall time of swap + graph + pruning.
         steps: iterative pruning steps actually run.
-        ratio: channel pruning ratio reached (per group for local pruning, overall for global).
+        ratio: the pruning ratio asked of Torch-Pruning at the last step (per group for local pruning).
         importance: name of the importance criterion.
+        channels_removed: share of conv output channels outside the head actually removed. With ``round_to`` it
+            exceeds ``ratio`` on narrow layers, because Torch-Pruning rounds the kept channels down (YOLOv8n at
+            ``factor=0.3``: 16 -> 8 channels).
     """
 
     params_before: int
@@ -66,6 +69,7 @@ class PruneResult:
     steps: int
     ratio: float
     importance: str
+    channels_removed: float
 
     @property
     def speed_up(self) -> float:
@@ -184,6 +188,12 @@ def _check_targets(factor: float | None, speed_up: float | None, round_to: int |
         raise CompressError(f"iterative_steps={steps} must be at least 1")
 
 
+def _prunable_channels(model: nn.Module) -> int:
+    """Output channels of all convolutions outside the Detect head (BatchNorms may be fused away)."""
+    head = {id(m) for d in model.modules() if isinstance(d, Detect) for m in d.modules()}
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in head)
+
+
 def _refresh_layer_attrs(model: nn.Module) -> None:
     """Update bookkeeping that Ultralytics reads after pruning: per-layer ``np`` and ``C2fChunkFree.c``."""
     for layer in getattr(model, "model", []):
@@ -248,6 +258,7 @@ def prune_detector(
         return count_gflops(m, inputs) * flops_scale
 
     params_before, gflops_before = count_params(model), gflops_of(model)
+    channels_before = _prunable_channels(model)
     swap_c2f_(model)
     for p in model.parameters():
         p.requires_grad_(True)  # a frozen graph traces to nothing
@@ -291,7 +302,9 @@ def prune_detector(
         params_before=params_before, params_after=count_params(model), gflops_before=gflops_before,
         gflops_after=gflops, imgsz=imgsz,
         seconds=time.perf_counter() - t0, steps=done, ratio=ratio, importance=imp_name,
+        channels_removed=1 - _prunable_channels(model) / max(channels_before, 1),
     )
-    LOGGER.info("pruned %s: params %d -> %d, GFLOPs %.2f -> %.2f (%.2fx) in %.1fs", imp_name,
-                result.params_before, result.params_after, gflops_before, gflops, result.speed_up, result.seconds)
+    LOGGER.info("pruned %s: %.1f%% of channels, params %d -> %d, GFLOPs %.2f -> %.2f (%.2fx) in %.1fs", imp_name,
+                100 * result.channels_removed, result.params_before, result.params_after, gflops_before, gflops,
+                result.speed_up, result.seconds)
     return model, result
