@@ -171,7 +171,8 @@ def write_results(stem: Path, rows: list[dict], env: dict) -> None:
            "cores.")
     stem.with_suffix(".md").write_text(
         f"# Pruning speed ({env['model']}, nc {env['nc']}, imgsz {env['imgsz']}, batch 1, CPU)\n\n{text}\n\n{how}\n\n"
-        + (f"{env['note']}\n\n" if env["note"] else "") + f"Environment: `{json.dumps(env)}`\n"
+        + (f"{env['note']}\n\n" if env["note"] else "")
+        + f"Environment: `{json.dumps({k: v for k, v in env.items() if k != 'note'})}`\n"
     )
     print(text)
 
