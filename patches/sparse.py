@@ -38,10 +38,12 @@ class SparseTrainer(ModuleKeepingTrainer):
 
     Extra settings (pass them to ``YOLO(...).train(trainer=SparseTrainer, sr=..., ...)``):
 
-    * ``sr`` (default 5e-3): L1 coefficient. YOLOv8n's BatchNorm-scale gradients from the detection loss are
-      mostly 1e-3..1e-2 in magnitude early in training (measured on the synthetic shapes set): 5e-3 is strong
-      enough to out-pull channels the loss barely uses and weak enough that useful channels keep their scale.
-      1e-2 sparsifies faster at a larger mAP cost; 1e-3 barely moves the scales in a short run.
+    * ``sr`` (default 5e-3): L1 coefficient, in the units of the gradient of Ultralytics' loss (which is summed
+      over the batch, so gradients accumulated over ``nbs=64`` images are ~8x those of one batch of 8).
+      Measured on YOLOv8n early in training (shapes set, batch 8): median |dL/dgamma| 6-8e-4 per 8 images,
+      so ~5e-3 per 64. An ``sr`` at that median pulls down the scales of the channels the loss uses least and
+      leaves the busier half to the loss. 1e-2 sparsifies faster at a larger mAP cost; 1e-3 barely moves the
+      scales in a short run. With a smaller ``nbs`` the same ``sr`` weighs relatively more.
     * ``sr_final`` (default None): if set, ``sr`` decays linearly to it over the epochs (per epoch).
     * ``sr_threshold`` (default 1e-2): |gamma| below it counts as sparse in the per-epoch log and results.csv.
 
@@ -84,21 +86,6 @@ class SparseTrainer(ModuleKeepingTrainer):
         self.optimizer.zero_grad()
         if self.ema:
             self.ema.update(self.model)
-
-    def get_validator(self):
-        """``DetectionTrainer.get_validator`` with the extra settings hidden from ``args`` while it is built.
-
-        The validator runs ``get_cfg(overrides=copy(args))``, whose ``check_dict_alignment`` rejects keys that
-        Ultralytics does not know (``sr`` ...). They stay on ``self.args`` for checkpoints, resume and DDP.
-        """
-        saved = {k: getattr(self.args, k) for k in self.extra_args if hasattr(self.args, k)}
-        for k in saved:
-            delattr(self.args, k)
-        try:
-            return super().get_validator()
-        finally:
-            for k, v in saved.items():
-                setattr(self.args, k, v)
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
         """Append the sparsity columns to ``results.csv`` and log them (called once per epoch on rank 0)."""

@@ -145,7 +145,7 @@ def test_bad_arguments(v8n, kwargs, match):
 
 
 def test_bad_models(v8n, tmp_path: Path):
-    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel, SegmentationModel
 
     with pytest.raises(CompressError, match="multiple of the model stride"):
         prune_detector(v8n, 100, factor=0.5)
@@ -159,6 +159,8 @@ def test_bad_models(v8n, tmp_path: Path):
     cls = save_checkpoint(ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False), tmp_path / "cls.pt")
     with pytest.raises(CompressError, match="detection models only"):
         prune_detector(cls, 64, factor=0.5)
+    with pytest.raises(CompressError, match="segment model"):
+        prune_detector(SegmentationModel("yolov8n-seg.yaml", nc=3, verbose=False), 64, factor=0.5)
     head_only = {"nc": NC, "backbone": [[-1, 1, "nn.Identity", []]], "head": [[[0], 1, "Detect", ["nc"]]]}
     with pytest.raises(CompressError, match="no prunable channels"):
         prune_detector(DetectionModel(head_only, verbose=False), 64, factor=0.5)

@@ -102,18 +102,21 @@ def count_gflops(model: nn.Module, example_inputs: torch.Tensor) -> float:
 
 def _detection_model(model: nn.Module | str | Path) -> nn.Module:
     """Return a float32 copy of a detection model, loading it first when given a checkpoint path."""
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task
 
     from yolo_compress.checkpoint import load_detection_model
 
-    if isinstance(model, (str, Path)):
-        return load_detection_model(model)
-    if not isinstance(model, DetectionModel):
+    loaded = isinstance(model, (str, Path))
+    if loaded:
+        model = load_detection_model(model)
+    elif not isinstance(model, DetectionModel):
         raise CompressError(f"expected an Ultralytics DetectionModel, got {type(model).__name__}; "
                             "pass YOLO(...).model or the path of a detection checkpoint")
-    if getattr(model, "task", "detect") != "detect":
-        raise CompressError(f"model task is {model.task!r}; yolo-compress prunes detection models only")
-    return deepcopy(model).float()
+    task = guess_model_task(model)  # Segmentation/Pose/OBB models subclass DetectionModel and carry no .task
+    if task != "detect":
+        raise CompressError(f"this is a {task} model ({type(model).__name__}); yolo-compress prunes detection "
+                            "models only")
+    return model if loaded else deepcopy(model).float()
 
 
 def _example_inputs(
