@@ -228,12 +228,14 @@ def prune_detector(
         model: a ``DetectionModel`` (e.g. ``YOLO(...).model``) or the path of a detection checkpoint.
         example_inputs: a dummy batch, or the image size (int or (h, w)) to build one; GFLOPs refer to it.
         factor: share of each prunable group's channels to remove, in (0, 1) (overall share if global).
-        speed_up: target GFLOPs ratio before/after, > 1; reached by up to ``iterative_steps`` steps of growing
-            ratio (importance re-estimated each step), stopping at the first step that reaches it.
+        speed_up: target GFLOPs ratio before/after, > 1: a first step to a safe estimate of the needed ratio,
+            then steps of growing ratio up to 90% (importance re-estimated each step), stopping at the first step
+            that reaches it. With ``round_to=8`` YOLOv8n widths move in jumps, so expect some overshoot.
         importance: ``"bn_scale"``, ``"l2"``, ``"group_norm"`` or a ``tp.importance.Importance``.
         global_pruning: rank channels across layers instead of removing the same share from every layer.
         round_to: keep channel counts multiples of this (None for exact ratios).
-        iterative_steps: pruning steps; default 1 for ``factor`` and 16 for ``speed_up``.
+        iterative_steps: for ``factor``, steps up to it (default 1, one shot); for ``speed_up``, the number of
+            steps after the first from its estimate to 90% (default: steps of 2.5 points).
 
     Returns:
         (tuple[nn.Module, PruneResult]): the pruned model and the numbers before/after.
