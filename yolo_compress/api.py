@@ -94,7 +94,7 @@ class PruneModel:
             importance: ``"bn_scale"`` (after sparse training), ``"l2"`` or ``"group_norm"``.
             global_pruning: rank channels across layers rather than the same share per layer.
             round_to: keep channel counts multiples of this.
-            iterative_steps: pruning steps (default 1 for ``factor``, 16 for ``speed_up``).
+            iterative_steps: pruning steps (default: 1 for ``factor``; for ``speed_up``, as many as the search needs).
 
         Returns:
             Params and GFLOPs (at the model's image size) before and after, and the time taken.

@@ -77,7 +77,7 @@ def load_detection_model(path: str | Path) -> nn.Module:
     Raises:
         CompressError: the file is missing or is not an Ultralytics detection checkpoint.
     """
-    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -87,8 +87,9 @@ def load_detection_model(path: str | Path) -> nn.Module:
     except Exception as e:  # torch/pickle raise many types for a file that is not a checkpoint
         raise CompressError(f"{path} is not a YOLO checkpoint (loading raised {type(e).__name__}); "
                             "pass a .pt file written by Ultralytics or yolo-compress") from e
-    if not isinstance(model, DetectionModel) or getattr(model, "task", "detect") != "detect":
-        raise CompressError(f"{path} holds a {type(model).__name__} (task {getattr(model, 'task', '?')!r}); "
+    task = guess_model_task(model)  # segment/pose/obb models subclass DetectionModel
+    if not isinstance(model, DetectionModel) or task != "detect":
+        raise CompressError(f"{path} holds a {type(model).__name__} (task {task!r}); "
                             "yolo-compress compresses detection models only")
     model = model.float()
     for p in model.parameters():
