@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from yolo_compress.dataset import default_imgsz, resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.manifest import Manifest, file_record
 from yolo_compress.measure import model_size
+from yolo_compress.training import writable_dir
 
 LOGGER = logging.getLogger(__name__)
 ALL_STAGES = (*STAGES, "export")
@@ -51,13 +51,7 @@ class CompressionPipeline:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.cfg = config
-        self.out = Path(config.out)
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.out):
-                pass
-        except OSError as e:
-            raise CompressError(f"output folder {self.out} is not writable ({e.strerror}); pass another --out") from e
+        self.out = writable_dir(config.out)
         self.data = resolve_data(config.data)
         self.imgsz = config.imgsz or default_imgsz(self.data)
         if config.weights is not None:

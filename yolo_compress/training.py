@@ -22,6 +22,22 @@ LOGGER = logging.getLogger(__name__)
 RUNS_DIR = Path("runs")
 
 
+def writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there.
+
+    Raises:
+        CompressError: it cannot be created or written (a file in the way, no permission, read-only disk).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CompressError(f"output folder {folder} is not writable ({e.strerror}); choose another") from e
+    return folder
+
+
 def output_path(save_dir: str | Path, source: Path | None = None) -> Path:
     """Check where a stage may write: a ``.pt`` file that is not the stage's own input.
 
@@ -33,12 +49,7 @@ def output_path(save_dir: str | Path, source: Path | None = None) -> Path:
         raise CompressError(f"save_dir must name a .pt file (e.g. weights/prune.pt), got {out}")
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
         raise CompressError(f"refusing to overwrite the input weights {out}; choose another save_dir")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as e:
-        raise CompressError(f"cannot write to {out.parent} ({e.strerror}); choose a writable folder") from e
+    writable_dir(out.parent)
     if out.exists():
         LOGGER.warning("replacing existing %s", out)
     return out
