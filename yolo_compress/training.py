@@ -61,7 +61,9 @@ def training_args(user: dict[str, Any], data: Path, imgsz: int, name: str) -> di
     ``nbs`` (nominal batch) defaults to the batch size: Ultralytics' 64 makes batch 16 accumulate four batches,
     i.e. ~3 optimizer steps per epoch on a 200-image set. A one-epoch warm-up suits short runs.
     """
-    args = {"data": str(data), "imgsz": imgsz, "project": str(RUNS_DIR.resolve()), "name": name, **user}
+    args = {"data": str(data), "imgsz": imgsz, "project": RUNS_DIR, "name": name, **user}
+    # Ultralytics puts a relative project under its settings' runs_dir, frozen when settings.json was first made
+    args["project"] = str(Path(args["project"]).resolve())
     args.setdefault("nbs", args.get("batch", 16) if args.get("batch", 16) > 0 else 64)
     args.setdefault("warmup_epochs", 1)
     return args
