@@ -1,0 +1,64 @@
+"""Comparison table formatting and files; PruneModel.predict / evaluate on diagram data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from yolo_compress import PruneModel
+from yolo_compress.report import Row, format_table, measure_latency, to_markdown, write_report
+
+ROWS = [
+    Row("baseline", 3_011_628, 8.194, 0.91, 0.64, 11.7, 20.0, 1.0),
+    Row("distill", 1_223_908, 3.61, 0.89, 0.60, 4.9, 10.0, 2.0),
+]
+
+
+def test_table_markdown_csv_and_plot(tmp_path):
+    table = format_table(ROWS).splitlines()
+    assert table[0].split() == ["name", "params", "gflops", "mAP50", "mAP50_95", "size_mb", "latency_ms", "speed_up"]
+    assert len({len(line) for line in table}) == 1, "every line of the table has the same width"
+    assert table[3].split() == ["distill", "1,223,908", "3.610", "0.890", "0.600", "4.900", "10.000", "2.000"]
+    assert "rel_f1" not in to_markdown(ROWS)
+
+    paths = write_report(ROWS, tmp_path)
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["baseline", "distill"] and float(rows[1]["speed_up"]) == 2.0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["md"].read_text().startswith("| name | params |")
+
+
+def test_relation_columns_appear_when_present():
+    rows = [Row("a", 1, 1.0, 0.5, 0.3, 1.0, 1.0, rel_precision=0.5, rel_recall=0.25, rel_f1=1 / 3)]
+    assert format_table(rows).splitlines()[0].split()[-3:] == ["rel_precision", "rel_recall", "rel_f1"]
+    assert "0.333" in to_markdown(rows)
+
+
+def test_latency_is_measured_per_model():
+    import torch
+
+    small, big = torch.nn.Conv2d(3, 8, 3), torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3, padding=1)] * 30)
+    fast, slow = measure_latency([small, big], imgsz=64, rounds=5, warmup=1)
+    assert 0 < fast < slow
+
+
+@pytest.fixture(scope="module")
+def diagram_yaml(tmp_path_factory) -> Path:
+    from yolo_compress.data.diagram import make_diagram_dataset
+
+    return make_diagram_dataset(tmp_path_factory.mktemp("diag") / "d", n_train=4, n_val=3, imgsz=64, seed=0)
+
+
+def test_prune_model_predict_and_evaluate(diagram_yaml, tmp_path):
+    pm = PruneModel("yolov8n.yaml", data=diagram_yaml)
+    assert pm.imgsz == 64
+    images = Path(diagram_yaml).parent / "images" / "val"
+    results = pm.predict(images, save_dir=tmp_path / "pred", conf=0.0001)
+    assert len(results) == 3 and all(len(r["parent_ids"]) == len(r["boxes"]) for r in results)
+    assert len(list((tmp_path / "pred").iterdir())) == 3
+    metrics = pm.evaluate()
+    assert metrics["images"] == 3 and metrics["skipped"] == 0 and metrics["n_gt"] > 0
+    assert 0.0 <= metrics["f1"] <= 1.0
