@@ -151,7 +151,7 @@ def _plot(rows: list[Row]) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot([r.gflops for r in rows], [r.mAP50_95 for r in rows], "o-", color="tab:blue")
+    ax.scatter([r.gflops for r in rows], [r.mAP50_95 for r in rows], color="tab:blue", zorder=3)
     for r in rows:
         ax.annotate(r.name, (r.gflops, r.mAP50_95), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xlabel("GFLOPs")
