@@ -53,7 +53,7 @@ class PipelineConfig:
     device: str | None = None
     batch: int = 16
     epochs: int | None = None
-    baseline_epochs: int = 15
+    baseline_epochs: int = 25
     sparse: bool = True
     sparse_epochs: int = 5
     sr: float = 5e-3
