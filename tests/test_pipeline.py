@@ -100,6 +100,7 @@ def test_seed_usage_sparse_prune_train_distill_compare_export(tiny_yaml, tmp_pat
 
     model = PruneModel(base_pt, data=tiny_yaml)
     sparse_pt = model.sparse_train(save_dir="weights/sparse.pt", sr=1e-2, epochs=1, batch=8)
+    assert Path("weights/sparse_bn_gamma_hist.png").read_bytes()[:4] == b"\x89PNG"
     before = model.info()
     result = model.prune(factor=0.5, save_dir="weights/prune.pt")
     assert result.params_after == model.info()["params"] < 0.6 * before["params"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,7 @@ class PruneModel:
         self.imgsz = imgsz or default_imgsz(self.data)
         self.weights: Path | None = None  # the file self.model was last loaded from or saved to
         self.metrics: dict[str, float] = {}
+        self.run_dir: Path | None = None  # Ultralytics folder (results.csv, plots) of the last training stage
         self.model = self._load(weights)
 
     def _load(self, weights: str | Path) -> nn.Module:
@@ -75,12 +77,17 @@ class PruneModel:
                      sr_final: float | None = None, **kwargs: Any) -> Path:
         """Network slimming: train with an L1 pull (``sr``) on the prunable BatchNorm scales.
 
-        ``sr_final`` makes ``sr`` decay linearly to it over the epochs. Writes ``bn_gamma_hist.png`` into the
-        Ultralytics run folder. Other keywords go to Ultralytics.
+        ``sr_final`` makes ``sr`` decay linearly to it over the epochs. The histogram of the final scales is
+        written next to the weights (``sparse_bn_gamma_hist.png`` for ``sparse.pt``). Other keywords go to
+        Ultralytics.
         """
-        from yolo_compress.patches.sparse import SparseTrainer
+        from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
 
-        return self._fit(SparseTrainer, save_dir, {"sr": sr, "sr_final": sr_final, **kwargs})
+        out = self._fit(SparseTrainer, save_dir, {"sr": sr, "sr_final": sr_final, **kwargs})
+        histogram = self.run_dir / HISTOGRAM_NAME
+        if histogram.is_file():
+            shutil.copyfile(histogram, out.with_name(f"{out.stem}_{HISTOGRAM_NAME}"))
+        return out
 
     def prune(self, factor: float | None = None, save_dir: str | Path = "weights/prune.pt", *,
               speed_up: float | None = None, importance: str = "bn_scale", global_pruning: bool = False,
@@ -179,7 +186,7 @@ class PruneModel:
     def _fit(self, trainer: type, save_dir: str | Path, kwargs: dict[str, Any]) -> Path:
         out = output_path(save_dir, source=self.weights)
         args = training_args(kwargs, self.data, kwargs.pop("imgsz", self.imgsz), name=out.stem)
-        self.model, self.metrics = fit(self.model, trainer, out, args)
+        self.model, self.metrics, self.run_dir = fit(self.model, trainer, out, args)
         self.weights = out
         return out
 

@@ -76,8 +76,11 @@ def latest_run(project: Path, name: str) -> Path | None:
     return max(candidates, key=lambda c: c.stat().st_mtime) if candidates else None
 
 
-def fit(model: nn.Module, trainer: type, out: Path, args: dict[str, Any]) -> tuple[nn.Module, dict[str, float]]:
-    """Train ``model`` with ``trainer``, save the best weights to ``out``; return them and their val metrics.
+def fit(model: nn.Module, trainer: type, out: Path, args: dict[str, Any]) -> tuple[nn.Module, dict[str, float], Path]:
+    """Train ``model`` with ``trainer``, save the best weights to ``out``.
+
+    Returns:
+        The trained model, its final validation metrics and the Ultralytics run folder (logs, plots).
 
     With ``args["resume"] = True`` the latest interrupted run of the same name continues instead.
     """
@@ -105,4 +108,4 @@ def fit(model: nn.Module, trainer: type, out: Path, args: dict[str, Any]) -> tup
                for k, v in (getattr(yolo.trainer, "metrics", None) or {}).items()}
     save_checkpoint(trained, out, train_metrics=metrics, source_run=str(best.parent.parent))
     LOGGER.info("saved %s (from %s)", out, best)
-    return trained, metrics
+    return trained, metrics, Path(yolo.trainer.save_dir)
