@@ -195,7 +195,7 @@ class CompressionPipeline:
         pm = PruneModel(self._source("prune", weights), data=self.data, imgsz=self.imgsz)
         r = pm.prune(c.factor, save_dir=out, speed_up=c.speed_up, importance=c.importance,
                      global_pruning=c.global_pruning, round_to=c.round_to)
-        return {"params": r.params_after, "gflops": r.gflops_after, "prune": r.to_dict()}
+        return {**self._measured(pm), "prune": r.to_dict()}
 
     def _finetune(self, weights: dict[str, Path], out: Path, resume: bool) -> dict[str, Any]:
         pm = PruneModel(self._source("finetune", weights), data=self.data, imgsz=self.imgsz)
