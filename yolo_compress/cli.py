@@ -19,7 +19,8 @@ from yolo_compress.errors import CompressError
 LOGGER = logging.getLogger("yolo_compress")
 
 
-def _extra(pairs: list[str]) -> dict[str, Any]:
+def parse_key_values(pairs: list[str]) -> dict[str, Any]:
+    """``["lr0=0.005", "plots=false"]`` -> ``{"lr0": 0.005, "plots": False}`` (values read as YAML)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -109,7 +110,7 @@ def _train_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     kw = {k: getattr(a, k) for k in ("epochs", "batch", "device", "imgsz") if getattr(a, k) is not None}
     if a.resume:
         kw["resume"] = True
-    return {**kw, **_extra(a.extra)}
+    return {**kw, **parse_key_values(a.extra)}
 
 
 def run(a: argparse.Namespace) -> None:

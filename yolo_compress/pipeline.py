@@ -248,12 +248,12 @@ def add_run_parser(sub: Any) -> None:
 
 def run_from_args(a: argparse.Namespace) -> PipelineResult:
     """Build the config from ``--config``, the flags and ``--set``; run; print the table."""
-    from yolo_compress.cli import _extra
+    from yolo_compress.cli import parse_key_values
     from yolo_compress.report import Row, format_table
 
     flags = {k: getattr(a, k) for k in ("weights", "data", "factor", "speed_up", "loss", "epochs", "imgsz",
                                         "device", "out", "export", "sparse", "finetune", "distill")}
-    cfg = load_config(a.config, **{**flags, **_extra(a.sets)})
+    cfg = load_config(a.config, **{**flags, **parse_key_values(a.sets)})
     result = CompressionPipeline(cfg).run(force=a.force)
     if result.rows:
         print(format_table([Row(**r) for r in result.rows]))
