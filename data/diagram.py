@@ -168,7 +168,7 @@ def make_diagram_dataset(
         >>> yaml_path = make_diagram_dataset("data/diagram", n_train=200, n_val=50, imgsz=160)
     """
     if n_train < 1 or n_val < 1 or imgsz < 64:
-        raise ValueError(f"need n_train >= 1, n_val >= 1, imgsz >= 64; got {n_train}, {n_val}, {imgsz}")
+        raise CompressError(f"need --train >= 1, --val >= 1, --imgsz >= 64; got {n_train}, {n_val}, {imgsz}")
     counts = {"train": n_train, "val": n_val}
     return write_yolo_dataset(root, NAMES, render_diagram, counts, imgsz, seed, extra_files=_write_parents)
 

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import yaml
 
+from yolo_compress.errors import CompressError
+
 LOGGER = logging.getLogger(__name__)
 SHAPES = ("circle", "rectangle", "triangle", "cross")
 DEFAULT_ROOT = Path("data") / "shapes"
@@ -55,7 +57,7 @@ def write_yolo_dataset(
     """
     root = Path(root).resolve()
     if root.exists():
-        raise FileExistsError(f"{root} already exists; choose another folder or delete it first")
+        raise CompressError(f"{root} already exists; choose another folder or delete it first")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
@@ -160,7 +162,7 @@ def make_shapes_dataset(
         >>> yaml_path = make_shapes_dataset("data/shapes", n_train=200, n_val=50, imgsz=160)
     """
     if n_train < 1 or n_val < 1 or imgsz < 32:
-        raise ValueError(f"need n_train >= 1, n_val >= 1, imgsz >= 32; got {n_train}, {n_val}, {imgsz}")
+        raise CompressError(f"need --train >= 1, --val >= 1, --imgsz >= 32; got {n_train}, {n_val}, {imgsz}")
     LOGGER.info("writing shapes dataset (%d train, %d val, %dpx) to %s", n_train, n_val, imgsz, root)
     return write_yolo_dataset(root, SHAPES, render_shapes, {"train": n_train, "val": n_val}, imgsz, seed)
 
@@ -171,5 +173,5 @@ def ensure_shapes_dataset(root: str | Path = DEFAULT_ROOT, **kwargs) -> Path:
     if yaml_path.is_file():
         return yaml_path.resolve()
     if Path(root).exists():
-        raise FileExistsError(f"{root} exists but has no data.yaml; delete it to regenerate the built-in dataset")
+        raise CompressError(f"{root} exists but has no data.yaml; delete it to regenerate the built-in dataset")
     return make_shapes_dataset(root, **kwargs)

@@ -3,6 +3,6 @@
 Nothing here edits site-packages. ``runtime.apply()`` runs when ``yolo_compress`` is imported.
 """
 
-from yolo_compress.patches.runtime import CHECKED_ULTRALYTICS, apply
+from yolo_compress.patches.runtime import CHECKED_ULTRALYTICS, apply, check_version
 
-__all__ = ["CHECKED_ULTRALYTICS", "apply"]
+__all__ = ["CHECKED_ULTRALYTICS", "apply", "check_version"]

@@ -9,6 +9,7 @@ Everything here changes process state, not Ultralytics' files:
   (a user-set value is kept).
 * A local TrueType font is placed where ``ultralytics.utils.checks.check_font`` looks first
   (``USER_CONFIG_DIR/Arial.ttf``), so it never sends its HEAD request to github.com.
+* :func:`check_version` warns when the installed Ultralytics is outside the range the seam was checked on.
 * ``ultralytics.utils.torch_utils.NUM_THREADS`` (read by ``select_device``, which calls
   ``torch.set_num_threads(NUM_THREADS)`` on CPU) is raised from ``cpu_count - 1`` to all cores.
 
@@ -17,12 +18,16 @@ Checked against Ultralytics 8.4.190.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-CHECKED_ULTRALYTICS = ("8.4.190",)
+# the seam was read and tested against 8.4.190; the private pieces it relies on have been stable within 8.4.x
+CHECKED_ULTRALYTICS = "8.4.190"
+SUPPORTED_BELOW = "8.5"
+LOGGER = logging.getLogger(__name__)
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _applied = False
 
@@ -65,4 +70,22 @@ def apply() -> None:
 
     install_local_font(Path(USER_CONFIG_DIR))
     torch_utils.NUM_THREADS = os.cpu_count() or 1
+    check_version()
     _applied = True
+
+
+def check_version() -> bool:
+    """Warn (once, at import) when Ultralytics is older than the checked release or of a newer minor series.
+
+    Returns:
+        (bool): True when the installed version is in ``[CHECKED_ULTRALYTICS, SUPPORTED_BELOW)``.
+    """
+    from ultralytics import __version__
+    from ultralytics.utils.checks import check_version as compare
+
+    ok = compare(__version__, f">={CHECKED_ULTRALYTICS},<{SUPPORTED_BELOW}")
+    if not ok:
+        LOGGER.warning("yolo-compress was checked against Ultralytics %s; %s is installed. Its trainer overrides "
+                       "(yolo_compress/patches) may not fit: pip install ultralytics==%s if training fails",
+                       CHECKED_ULTRALYTICS, __version__, CHECKED_ULTRALYTICS)
+    return ok

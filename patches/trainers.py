@@ -1,63 +1,102 @@
-"""``DetectionTrainer`` subclasses that keep the model they are given and carry extra settings in ``args``.
+"""Trainers that keep the model they are given; the base of every yolo-compress trainer.
 
-Checked against Ultralytics 8.4.190.
+Checked against Ultralytics 8.4.190 (``ultralytics/engine/trainer.py``, ``models/yolo/detect/train.py``,
+``models/yolo/classify/train.py``); ``patches.runtime.check_version`` warns on other versions.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+import torch
 from torch import nn
+from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
+from ultralytics.utils.torch_utils import TORCH_2_0
+
+from yolo_compress.checkpoint import atomic_write_bytes
+from yolo_compress.errors import CompressError
+from yolo_compress.settings import Settings
 
 
-class ModuleKeepingTrainer(DetectionTrainer):
-    """Train the exact module it is handed instead of a fresh ``DetectionModel`` built from ``model.yaml``.
+class _AtomicPath(type(Path())):
+    """A path whose ``write_bytes`` goes through a temp file and a rename.
 
-    Replaces ``DetectionTrainer.get_model`` (``ultralytics/models/yolo/detect/train.py``), which rebuilds the
-    network from its yaml and copies matching weights: a pruned network would silently grow back to full width
-    ("Transferred 125/355 items") and ``resume=True`` would then fail on optimizer shapes.
-
-    Subclasses list the settings they add in ``extra_args`` (name -> default). Ultralytics rejects unknown keys
-    in ``get_cfg``, so they are taken out of the overrides before ``BaseTrainer.__init__`` and set on
-    ``self.args`` afterwards. They thus travel in ``vars(self.args)``: in checkpoints (``resume`` restores them)
-    and in the DDP launcher, which re-creates the trainer from ``vars(trainer.args)`` in a new process.
+    ``BaseTrainer.save_model`` writes ``last.pt``/``best.pt`` with ``Path.write_bytes`` in place: a kill during the
+    write leaves a truncated checkpoint that blocks every resume. Ultralytics reads ``self.last``/``self.best``
+    as paths only, so swapping their type is enough.
     """
 
-    extra_args: dict[str, Any] = {}
+    def write_bytes(self, data: bytes) -> int:  # type: ignore[override]
+        atomic_write_bytes(Path(self), data)
+        return len(data)
+
+
+class KeepModule:
+    """Mixin for an Ultralytics task trainer: train the exact module it is handed, carry extra settings in ``args``.
+
+    * ``get_model`` replaces the task trainer's, which rebuilds the network from its yaml and copies matching
+      weights: a pruned network would silently grow back to full width ("Transferred 125/355 items") and
+      ``resume=True`` would then fail on optimizer shapes.
+    * A subclass names its settings class in ``settings_cls`` (and other extra keys in ``extra_keys``).
+      Ultralytics rejects unknown keys in ``get_cfg``, so they are taken out of the overrides before
+      ``BaseTrainer.__init__`` and set on ``self.args`` afterwards: they travel in ``vars(self.args)``, i.e. in
+      checkpoints (``resume`` restores them) and through the DDP launcher, which re-creates the trainer from
+      ``vars(trainer.args)`` in a new process. ``self.settings`` holds them checked.
+    * ``optimizer_step`` is ``BaseTrainer.optimizer_step`` with two override points,
+      :meth:`before_optimizer_step` (gradients unscaled and clipped) and :meth:`after_optimizer_step` (weights
+      updated, EMA not yet).
+    * :meth:`progress` is the share of the run's training batches done so far, for schedules.
+    """
+
+    settings_cls: ClassVar[type[Settings] | None] = None
+    extra_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         overrides = dict(overrides or {})
-        given = {k: overrides.pop(k) for k in list(overrides) if k in self.extra_args}
+        extra = self.extra_args()
+        given = {k: overrides.pop(k) for k in list(overrides) if k in extra}
+        if self.settings_cls is not None:  # bad values fail before Ultralytics creates the run folder
+            self.settings_cls.pick({k: v for k, v in given.items() if k in self.settings_cls.field_names()})
         super().__init__(cfg, overrides, _callbacks)
-        for key, default in self.extra_args.items():
-            # resume: check_resume() already restored the checkpoint's values into self.args
-            value = given.get(key, getattr(self.args, key, default))
-            setattr(self.args, key, value)
+        for key, default in extra.items():
+            # on resume, check_resume() already restored the checkpoint's values into self.args
+            setattr(self.args, key, given.get(key, getattr(self.args, key, default)))
+        self.settings = self.settings_cls.from_args(self.args) if self.settings_cls is not None else None
+        self.last, self.best = _AtomicPath(self.last), _AtomicPath(self.best)
+        self._batches_done, self._batches_total = 0, 1
+        self.add_callback("on_train_start", _count_batches_from_start)
+        self.add_callback("on_train_batch_start", _count_batch)
+
+    @classmethod
+    def extra_args(cls) -> dict[str, Any]:
+        """Every non-Ultralytics key this trainer accepts, with its default."""
+        defaults = cls.settings_cls.defaults() if cls.settings_cls is not None else {}
+        return {**defaults, **dict.fromkeys(cls.extra_keys)}
 
     def get_model(self, cfg=None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
         """Return ``weights`` itself (float32, trainable) when it is a module, else build from ``cfg``."""
-        if isinstance(weights, nn.Module):
-            nc = getattr(weights, "nc", None)
-            if nc is not None and nc != self.data["nc"]:
-                raise ValueError(
-                    f"model predicts {nc} classes but dataset {self.args.data!r} has {self.data['nc']}; "
-                    "pass the dataset the model was trained on, or retrain the baseline from a yaml"
-                )
-            model = weights.float()
-            for p in model.parameters():
-                p.requires_grad_(True)
-            return model
-        return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        if not isinstance(weights, nn.Module):
+            return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        from yolo_compress.models import class_count
+
+        if class_count(weights) != self.data["nc"]:
+            raise CompressError(f"model predicts {class_count(weights)} classes but dataset {self.args.data!r} has "
+                                f"{self.data['nc']}; pass the dataset the model was trained on")
+        model = weights.float()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
 
     def get_validator(self):
-        """``DetectionTrainer.get_validator`` with the extra settings hidden from ``args`` while it is built.
+        """The task trainer's validator, built while the extra settings are hidden from ``args``.
 
         The validator runs ``get_cfg(overrides=copy(args))``, whose ``check_dict_alignment`` rejects keys that
         Ultralytics does not know. They stay on ``self.args`` for checkpoints, resume and DDP.
         """
-        saved = {k: getattr(self.args, k) for k in self.extra_args if hasattr(self.args, k)}
+        saved = {k: getattr(self.args, k) for k in self.extra_args() if hasattr(self.args, k)}
         for k in saved:
             delattr(self.args, k)
         try:
@@ -65,3 +104,49 @@ class ModuleKeepingTrainer(DetectionTrainer):
         finally:
             for k, v in saved.items():
                 setattr(self.args, k, v)
+
+    def optimizer_step(self) -> None:
+        """``BaseTrainer.optimizer_step`` (8.4.190) with the two override points around ``scaler.step``."""
+        self.scaler.unscale_(self.optimizer)  # unscale gradients
+        if self.device.type == "npu" and TORCH_2_0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0, foreach=False)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.before_optimizer_step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        self.after_optimizer_step()
+        if self.ema:
+            self.ema.update(self.model)
+
+    def before_optimizer_step(self) -> None:
+        """Override point: gradients are unscaled (true units) and clipped; the step has not run. No-op."""
+
+    def after_optimizer_step(self) -> None:
+        """Override point: the optimizer step has run; the EMA has not seen it yet. No-op."""
+
+    def progress(self) -> float:
+        """Share of this run's training batches done, in [0, 1] (counts batches, not optimizer steps)."""
+        return min(self._batches_done / self._batches_total, 1.0)
+
+
+def _count_batches_from_start(trainer: KeepModule) -> None:
+    nb = len(trainer.train_loader)
+    trainer._batches_total = max(trainer.epochs * nb, 1)
+    trainer._batches_done = trainer.start_epoch * nb
+
+
+def _count_batch(trainer: KeepModule) -> None:
+    trainer._batches_done += 1
+
+
+class ModuleKeepingTrainer(KeepModule, DetectionTrainer):
+    """``DetectionTrainer`` that trains the module it is given (see :class:`KeepModule`)."""
+
+
+class ModuleKeepingClassifyTrainer(KeepModule, ClassificationTrainer):
+    """``ClassificationTrainer`` that trains the module it is given (see :class:`KeepModule`)."""
+
+
+TRAINERS = {"detect": ModuleKeepingTrainer, "classify": ModuleKeepingClassifyTrainer}

@@ -1,4 +1,8 @@
-"""Ultralytics-format checkpoints: written atomically, read with a clear error when the file is not one."""
+"""Ultralytics-format checkpoints: written atomically, read with a clear error when the file is not one.
+
+Loading a checkpoint unpickles it, which can run code stored in the file (as ``ultralytics.YOLO`` does too):
+yolo-compress only ever loads paths the user passed or files it wrote itself.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,28 @@ import torch
 from torch import nn
 
 from yolo_compress.errors import CompressError
+from yolo_compress.models import check_task
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``: never half a file."""
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``: never half a file.
+
+    The file gets the permission bits a plain ``open(path, "w")`` would give under the current umask (a temp
+    file is created ``0600`` and its mode would otherwise survive the rename). An existing directory at
+    ``path`` is an error, raised before anything is written.
+
+    Raises:
+        CompressError: ``path`` is an existing directory.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CompressError(f"{path} is a folder; give a file path to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -25,11 +46,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files an interrupted :func:`atomic_write_bytes` left in ``folder`` (``.<name>.*.tmp``)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
@@ -71,27 +102,54 @@ def _detached_copy(model: nn.Module) -> nn.Module:
     return module.float().cpu().eval()
 
 
-def load_detection_model(path: str | Path) -> nn.Module:
-    """Load the detection network of a checkpoint as float32 with gradients on.
+def load_model(path: str | Path, what: str = "weights") -> nn.Module:
+    """Load the network of a checkpoint as float32 with gradients on; detection and classification models.
 
     Raises:
-        CompressError: the file is missing or is not an Ultralytics detection checkpoint.
+        CompressError: the file is missing, truncated or corrupted, not an Ultralytics checkpoint, or holds a
+            model of a task yolo-compress does not handle.
     """
-    from ultralytics.nn.tasks import DetectionModel, guess_model_task, load_checkpoint
+    from ultralytics.nn.tasks import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
-        raise CompressError(f"weights file not found: {path}; pass the path of a trained YOLO .pt checkpoint")
+        raise CompressError(f"{what} file not found: {path}; pass the path of a trained YOLO .pt checkpoint")
     try:
         model, _ = load_checkpoint(path)
     except Exception as e:  # torch/pickle raise many types for a file that is not a checkpoint
-        raise CompressError(f"{path} is not a YOLO checkpoint (loading raised {type(e).__name__}); "
-                            "pass a .pt file written by Ultralytics or yolo-compress") from e
-    task = guess_model_task(model)  # segment/pose/obb models subclass DetectionModel
-    if not isinstance(model, DetectionModel) or task != "detect":
-        raise CompressError(f"{path} holds a {type(model).__name__} (task {task!r}); "
-                            "yolo-compress compresses detection models only")
+        raise CompressError(f"{path} is not a loadable YOLO checkpoint: {_load_failure(path, e)}; pass a .pt file "
+                            "written by Ultralytics or yolo-compress") from e
+    check_task(model, f"{what} {path}")
     model = model.float()
     for p in model.parameters():
         p.requires_grad_(True)
     return model
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """Name the likely cause: a cut-off file (interrupted copy or write) or something else."""
+    import zipfile
+
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if z.testzip() is not None:
+                    return "the file is corrupted"
+        except (zipfile.BadZipFile, OSError):
+            return "the file is truncated or corrupted"
+    elif path.read_bytes()[:2] == b"PK":
+        return "the file is truncated or corrupted"
+    return f"loading raised {type(error).__name__}"
+
+
+def checkpoint_is_complete(path: str | Path) -> bool:
+    """True when ``path`` is a whole zip archive (how ``torch.save`` writes), so loading it will not hit its end."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError):
+        return False

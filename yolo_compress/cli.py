@@ -1,7 +1,8 @@
 """``yolo-compress``: the command line over ``PruneModel`` and ``CompressionPipeline``.
 
-Trailing ``key=value`` words go to Ultralytics unchanged (``lr0=0.005 workers=2``). Bad input ends in one
-``yolo-compress: error: ...`` line and exit status 2, with no traceback.
+Stage flags are derived from the stage settings classes, so they have the defaults and checks of the Python API
+and the config file. Trailing ``key=value`` words go to Ultralytics (``lr0=0.005 workers=2``) and are checked
+before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,141 +18,184 @@ import yaml
 from yolo_compress.errors import CompressError
 
 LOGGER = logging.getLogger("yolo_compress")
+DATA_KINDS = ("shapes", "diagram", "classify")
+TRAINING_COMMANDS = ("train", "sparse", "distill")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so every bad input is the same one-line error."""
+
+    def error(self, message: str):
+        raise CompressError(f"{message} (see {self.prog} --help)")
 
 
 def parse_key_values(pairs: list[str]) -> dict[str, Any]:
-    """``["lr0=0.005", "plots=false"]`` -> ``{"lr0": 0.005, "plots": False}`` (values read as YAML)."""
+    """``["lr0=0.005", "plots=false"]`` -> ``{"lr0": 0.005, "plots": False}`` (values read as YAML).
+
+    Raises:
+        CompressError: a word that is not ``key=value``, or a value that is not valid YAML.
+    """
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CompressError(f"unexpected argument {pair!r}; Ultralytics settings are written key=value")
-        out[key] = yaml.safe_load(value)
+            raise CompressError(f"unexpected argument {pair!r}; settings are written key=value")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise CompressError(f"{pair!r}: the value is not valid YAML ({getattr(e, 'problem', e)})") from e
     return out
 
 
-def _common(p: argparse.ArgumentParser, weights_required: bool = True) -> None:
-    p.add_argument("--weights", required=weights_required, help="input .pt checkpoint (or a model yaml to train)")
-    p.add_argument("--data", help="dataset yaml (default: the built-in shapes dataset)")
-    p.add_argument("--imgsz", type=int, help="image size (default: the dataset's, else 640)")
+def _model_args(p: argparse.ArgumentParser, weights_required: bool = True) -> None:
+    p.add_argument("--weights", required=weights_required,
+                   help="input .pt checkpoint or a model yaml (loading a .pt runs code stored in it: only pass files "
+                        "you trust)")
+    p.add_argument("--data", help="dataset yaml (detect) or folder (classify); default: the built-in one")
+    p.add_argument("--imgsz", type=int, help="image size (default: the dataset's)")
 
 
-def _training(p: argparse.ArgumentParser, save: str) -> None:
-    _common(p)
-    p.add_argument("--save", default=save, help=f"output .pt (default {save})")
+def _training(sub: Any, name: str, help: str, settings: type | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    _model_args(p)
+    save = f"weights/{'retrain' if name == 'train' else name}.pt"
+    p.add_argument("--save", default=save, help=f"output .pt (default {save}); its Ultralytics run folder is "
+                                                f"<folder>/runs/<stem>")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
     p.add_argument("--device", help="cpu, 0, 0,1 ... (default: Ultralytics' choice)")
-    p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this output")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --save")
+    if settings is not None:
+        settings.add_arguments(p)
     p.add_argument("extra", nargs="*", metavar="key=value", help="more Ultralytics train settings")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolo-compress", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from yolo_compress.config import STAGE_SETTINGS, RunSettings
+    from yolo_compress.deploy.export import FORMATS
+    from yolo_compress.distill import DistillSettings
+    from yolo_compress.pipeline import STAGE_NAMES
+    from yolo_compress.prune import PruneSettings
+    from yolo_compress.sparse import SparseSettings
+
+    parser = _Parser(prog="yolo-compress", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("data", help="write a built-in synthetic dataset")
-    p.add_argument("--kind", choices=("shapes", "diagram"), default="shapes")
+    p.add_argument("--kind", choices=DATA_KINDS, default="shapes")
     p.add_argument("--root", help="output folder (default data/<kind>)")
-    p.add_argument("--train", type=int, default=200, help="train images")
-    p.add_argument("--val", type=int, default=50, help="val images")
-    p.add_argument("--imgsz", type=int, default=160)
+    p.add_argument("--train", type=int, help="train images (default: the generator's)")
+    p.add_argument("--val", type=int, help="val images (default: the generator's)")
+    p.add_argument("--imgsz", type=int, help="image size (default: the generator's)")
     p.add_argument("--seed", type=int, default=0)
 
-    _training(sub.add_parser("train", help="train or fine-tune, keeping the model's exact architecture"),
-              "weights/retrain.pt")
-    p = sub.add_parser("sparse", help="sparse training: L1 on BatchNorm scales (network slimming)")
-    _training(p, "weights/sparse.pt")
-    p.add_argument("--sr", type=float, default=5e-3, help="L1 coefficient (default 5e-3)")
-    p.add_argument("--sr-final", type=float, help="decay sr linearly to this value over the epochs")
-
-    p = sub.add_parser("prune", help="DepGraph channel pruning, Detect head kept")
-    _common(p)
-    p.add_argument("--save", default="weights/prune.pt")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--factor", type=float, help="share of prunable channels to remove, in (0, 1) (default 0.5)")
-    how.add_argument("--speed-up", type=float, help="GFLOPs ratio to reach, > 1")
-    p.add_argument("--importance", choices=("bn_scale", "l2", "group_norm"), default="bn_scale")
-    p.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
-    p.add_argument("--round-to", type=int, default=8)
-
-    p = sub.add_parser("distill", help="fine-tune the student with a teacher (CWD, MGD, logit KD)")
-    _training(p, "weights/distill.pt")
+    _training(sub, "train", "train or fine-tune, keeping the model's exact architecture")
+    _training(sub, "sparse", "sparse training: proximal L1 on BatchNorm scales (network slimming)", SparseSettings)
+    p = _training(sub, "distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", DistillSettings)
     p.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
-    p.add_argument("--loss", default="cwd", help="cwd, mgd, kd, cwd+kd or mgd+kd")
 
-    p = sub.add_parser("compare", help="params, GFLOPs, mAP and latency of several checkpoints")
+    p = sub.add_parser("prune", help="DepGraph channel pruning, head kept")
+    _model_args(p)
+    p.add_argument("--save", default="weights/prune.pt", help="output .pt (default weights/prune.pt)")
+    PruneSettings.add_arguments(p)
+
+    p = sub.add_parser("compare", help="params, GFLOPs, accuracy and latency of several checkpoints")
     p.add_argument("weights", nargs="+", help=".pt files, reference first")
     p.add_argument("--data")
     p.add_argument("--imgsz", type=int)
-    p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png")
+    p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png (default weights)")
 
-    p = sub.add_parser("export", help="export a checkpoint (ONNX by default)")
-    _common(p)
-    p.add_argument("--format", default="onnx")
+    p = sub.add_parser("export", help="export a checkpoint next to it")
+    _model_args(p)
+    p.add_argument("--format", default="onnx", choices=tuple(FORMATS))
 
     p = sub.add_parser("predict", help="detect, infer parent boxes, draw them")
-    _common(p)
+    _model_args(p)
     p.add_argument("--source", required=True, help="image file or folder")
-    p.add_argument("--save-dir", default="runs/predict")
+    p.add_argument("--save-dir", default="runs/predict", help="where the drawings go (default runs/predict)")
     p.add_argument("--conf", type=float, default=0.25)
 
     p = sub.add_parser("evaluate", help="relation precision/recall/F1 against parent labels")
-    _common(p)
+    _model_args(p)
     p.add_argument("--iou", type=float, default=0.5)
 
-    from yolo_compress.pipeline import add_run_parser
-
-    add_run_parser(sub)
+    p = sub.add_parser("run", help="the whole pipeline; with no arguments, the built-in demo")
+    p.add_argument("--config", help="YAML file of pipeline settings (see README: configuration)")
+    RunSettings.add_arguments(p)
+    for cls in STAGE_SETTINGS.values():
+        cls.add_arguments(p)
+    p.add_argument("--force", choices=STAGE_NAMES, help="redo this stage and all after it")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set shrink=0.8 --set 'train_args={lr0: 0.005}'")
     return parser
 
 
-def _train_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+def _stage_kwargs(a: argparse.Namespace, settings: type | None = None) -> dict[str, Any]:
     kw = {k: getattr(a, k) for k in ("epochs", "batch", "device", "imgsz") if getattr(a, k) is not None}
-    if a.resume:
-        kw["resume"] = True
+    if settings is not None:
+        kw.update({k: getattr(a, k) for k in settings.field_names() if getattr(a, k) is not None})
     return {**kw, **parse_key_values(a.extra)}
+
+
+def _run_pipeline(a: argparse.Namespace) -> None:
+    from yolo_compress.config import config_keys, load_config
+    from yolo_compress.pipeline import CompressionPipeline
+    from yolo_compress.report import format_table
+
+    flags = {k: getattr(a, k) for k in config_keys() if getattr(a, k, None) is not None}
+    cfg = load_config(a.config, **{**flags, **parse_key_values(a.sets)})
+    result = CompressionPipeline(cfg).run(force=a.force)
+    if result.rows:
+        print(format_table(result.rows))
+        out = Path(cfg.run.out)
+        print(f"report: {out / 'compare.md'} (.csv, .png); manifest: {out / 'manifest.json'}")
+
+
+def _data(a: argparse.Namespace) -> None:
+    from yolo_compress.data import GENERATORS
+
+    root = Path(a.root or Path("data") / a.kind)
+    if root.exists():
+        raise CompressError(f"{root} already exists; pass another --root or delete it to regenerate")
+    sizes = {k: v for k, v in (("n_train", a.train), ("n_val", a.val), ("imgsz", a.imgsz)) if v is not None}
+    print(GENERATORS[a.kind](root, seed=a.seed, **sizes))
 
 
 def run(a: argparse.Namespace) -> None:
     """Dispatch one parsed command."""
-    from yolo_compress import PruneModel
+    from yolo_compress.api import PruneModel
 
     if a.command == "data":
-        from yolo_compress.data.diagram import make_diagram_dataset
-        from yolo_compress.data.synthetic import make_shapes_dataset
-
-        make = make_shapes_dataset if a.kind == "shapes" else make_diagram_dataset
-        root = Path(a.root or Path("data") / a.kind)
-        if root.exists():
-            raise CompressError(f"{root} already exists; pass another --root or delete it to regenerate")
-        print(make(root, n_train=a.train, n_val=a.val, imgsz=a.imgsz, seed=a.seed))
-        return
+        return _data(a)
     if a.command == "run":
-        from yolo_compress.pipeline import run_from_args
-
-        run_from_args(a)
-        return
+        return _run_pipeline(a)
     if a.command == "compare":
         from yolo_compress.report import format_table
 
         pm = PruneModel(a.weights[0], data=a.data, imgsz=a.imgsz)
-        print(format_table(pm.compare(a.weights, out_dir=a.out)))
+        rows = pm.compare(a.weights, out_dir=a.out)
+        print(format_table([r.flat() for r in rows]))
         print(f"written: {Path(a.out) / 'compare.md'}, .csv, .png")
-        return
+        return None
     pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
     if a.command == "train":
-        print(pm.train(save_dir=a.save, **_train_kwargs(a)))
+        print(pm.train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a)))
     elif a.command == "sparse":
-        print(pm.sparse_train(save_dir=a.save, sr=a.sr, sr_final=a.sr_final, **_train_kwargs(a)))
+        from yolo_compress.sparse import SparseSettings
+
+        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a, SparseSettings)))
     elif a.command == "distill":
-        print(pm.distill(a.teacher, loss_type=a.loss, save_dir=a.save, **_train_kwargs(a)))
+        from yolo_compress.distill import DistillSettings
+
+        print(pm.distill(a.teacher, save_dir=a.save, resume=a.resume, **_stage_kwargs(a, DistillSettings)))
     elif a.command == "prune":
-        r = pm.prune(a.factor, save_dir=a.save, speed_up=a.speed_up, importance=a.importance,
-                     global_pruning=a.global_pruning, round_to=a.round_to)
-        print(f"params {r.params_before:,} -> {r.params_after:,} ({r.params_after / r.params_before:.1%}), "
-              f"GFLOPs@{r.imgsz[0]} {r.gflops_before:.3f} -> {r.gflops_after:.3f} ({r.speed_up:.2f}x) "
-              f"in {r.seconds:.1f}s; saved {a.save}")
+        from yolo_compress.prune import PruneSettings
+
+        given = {k: getattr(a, k) for k in PruneSettings.field_names() if getattr(a, k) is not None}
+        r = pm.prune(save_dir=a.save, **given)
+        print(f"params {r.params_before:,} -> {r.params_after:,} ({r.params_ratio:.1%}), GFLOPs@{r.imgsz} "
+              f"{r.gflops_before:.3f} -> {r.gflops_after:.3f} ({r.speed_up:.2f}x) in {r.seconds:.1f}s; saved {a.save}")
     elif a.command == "export":
         print(pm.export(format=a.format))
     elif a.command == "predict":
@@ -162,20 +206,23 @@ def run(a: argparse.Namespace) -> None:
     elif a.command == "evaluate":
         m = pm.evaluate(iou=a.iou)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``yolo-compress`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    command = None
     try:
+        args = build_parser().parse_args(argv)
+        command = args.command
         run(args)
     except CompressError as e:
         print(f"yolo-compress: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("yolo-compress: interrupted; rerun the same command (with --resume for training) to continue",
-              file=sys.stderr)
+        again = "rerun it with --resume" if command in TRAINING_COMMANDS else "rerun the same command"
+        print(f"yolo-compress: interrupted; {again} to continue", file=sys.stderr)
         return 130
     return 0
 

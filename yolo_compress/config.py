@@ -1,130 +1,122 @@
-"""Pipeline settings: one frozen dataclass, loadable from YAML, every key overridable from CLI and Python."""
+"""Pipeline settings: the run's own keys plus every stage's settings, loadable from YAML, overridable everywhere.
+
+The config file is flat (``sr``-style keys of every stage side by side); each stage key is routed to the stage
+settings class that declares it (:data:`STAGE_SETTINGS`), so its default and check live there once.
+"""
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
+from yolo_compress.prune.settings import PruneSettings
+from yolo_compress.settings import Settings, check_known, non_negative, positive, setting
+from yolo_compress.sparse.settings import SparseSettings
 
-STAGES = ("baseline", "sparse", "prune", "finetune", "distill", "compare")
+# config attribute -> the stage settings class whose keys it holds
+STAGE_SETTINGS: dict[str, type[Settings]] = {
+    "sparse_settings": SparseSettings,
+    "prune_settings": PruneSettings,
+    "distill_settings": DistillSettings,
+}
+FROM = ("prune", "finetune")
+
+
+def _from(v: str) -> bool:
+    return v in FROM
+
+
+@dataclass(frozen=True)
+class RunSettings(Settings):
+    """Keys of the run itself (what to compress, where, how long); see the README's configuration table."""
+
+    weights: str | None = setting(None, "your trained .pt; none: train a baseline from model")
+    model: str = setting("yolov8n.yaml", "model yaml of the baseline when no weights are given")
+    data: str | None = setting(None, "dataset (detection yaml or classification folder); none: the built-in one")
+    out: str = setting("weights", "folder of stage weights, manifest.json, compare.* and runs/")
+    imgsz: int | None = setting(None, "image size of every stage and the report (none: the dataset's)",
+                                check=positive, must="> 0")
+    device: str | None = setting(None, "Ultralytics device: cpu, 0, 0,1 ... (none: its choice)")
+    batch: int = setting(16, "training batch", check=positive, must=">= 1")
+    epochs: int | None = setting(None, "if set, the epochs of every training stage", check=positive, must=">= 1")
+    baseline_epochs: int = setting(25, "epochs of the baseline trained from model", check=positive, must=">= 1")
+    sparse_epochs: int = setting(5, "epochs of sparse training", check=positive, must=">= 1")
+    finetune_epochs: int = setting(8, "epochs of fine-tuning", check=positive, must=">= 1")
+    distill_epochs: int = setting(8, "epochs of distillation", check=positive, must=">= 1")
+    sparse: bool = setting(True, "run sparse training before pruning")
+    finetune: bool = setting(True, "fine-tune the pruned model")
+    distill: bool = setting(True, "distil the pruned model from the unpruned one")
+    distill_from: str = setting("prune", "distillation starts from the pruned (a fair comparison with fine-tuning) "
+                                "or the fine-tuned weights", check=_from, must="prune or finetune")
+    compare: bool = setting(True, "write the comparison table of every stage")
+    export: str | None = setting(None, "export the final weights, e.g. onnx")
+    latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
+                                  must=">= 0")
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Settings of ``CompressionPipeline``; the defaults run the built-in demo in a few CPU minutes.
+    """Settings of one ``CompressionPipeline`` run: the run's keys, Ultralytics ``train_args`` and per-stage settings.
 
-    Attributes:
-        weights: your trained ``.pt``; ``None`` trains a baseline from ``model`` first.
-        model: model yaml for the baseline when ``weights`` is ``None``.
-        data: dataset yaml; ``None`` uses the built-in shapes dataset.
-        out: folder for stage weights, ``manifest.json``, the report and Ultralytics runs.
-        imgsz: image size of every stage and of the report (``None``: the dataset's, else 640).
-        device: Ultralytics device string (``None``: its default; GPU when present).
-        batch: training batch size.
-        epochs: if set, the epoch count of every training stage (overrides the per-stage ones).
-        baseline_epochs / sparse_epochs / finetune_epochs / distill_epochs: per-stage epochs.
-        sparse: run sparse training (L1 on BatchNorm scales) before pruning.
-        sr / sr_final: L1 coefficient and optional linear decay target.
-        factor: share of prunable channels to remove; ignored when ``speed_up`` is set.
-        speed_up: GFLOPs ratio to reach by iterative pruning (default 2.0: at most half the GFLOPs).
-        importance: ``bn_scale``, ``l2`` or ``group_norm``.
-        global_pruning: rank channels across layers.
-        round_to: channel counts rounded to multiples of this.
-        finetune: fine-tune the pruned model without a teacher.
-        distill: fine-tune the pruned model with the unpruned (sparse, else baseline) model as teacher.
-        loss: distillation loss: ``cwd``, ``mgd``, ``kd``, ``cwd+kd``, ``mgd+kd``.
-        distill_from: ``prune`` (distil the pruned weights: same epochs as ``finetune``, a fair comparison)
-            or ``finetune`` (distil the fine-tuned weights further).
-        compare: write the comparison table of every stage's weights.
-        export: export the final weights (e.g. ``onnx``); ``None`` skips it.
-        train_args: more Ultralytics train settings for every training stage (e.g. ``{lr0: 0.005}``).
+    Example:
+        >>> cfg = load_config(epochs=2, importance="l2")
+        >>> cfg.run.epochs, cfg.prune_settings.importance
+        (2, 'l2')
     """
 
-    weights: str | None = None
-    model: str = "yolov8n.yaml"
-    data: str | None = None
-    out: str = "weights"
-    imgsz: int | None = None
-    device: str | None = None
-    batch: int = 16
-    epochs: int | None = None
-    baseline_epochs: int = 25
-    sparse: bool = True
-    sparse_epochs: int = 5
-    sr: float = 5e-3
-    sr_final: float | None = None
-    factor: float | None = None
-    speed_up: float | None = 2.0
-    importance: str = "bn_scale"
-    global_pruning: bool = False
-    round_to: int = 8
-    finetune: bool = True
-    finetune_epochs: int = 8
-    distill: bool = True
-    distill_epochs: int = 8
-    loss: str = "cwd"
-    distill_from: str = "prune"
-    compare: bool = True
-    export: str | None = None
+    run: RunSettings = field(default_factory=RunSettings)
     train_args: dict[str, Any] = field(default_factory=lambda: {"plots": False})
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, f.type, getattr(self, f.name))
-        if self.factor is not None and self.speed_up is not None:
-            object.__setattr__(self, "speed_up", None)  # an explicit factor wins over the default target
-        if self.distill_from not in ("prune", "finetune"):
-            raise CompressError(f"distill_from must be 'prune' or 'finetune', got {self.distill_from!r}")
-        for name in ("batch", "baseline_epochs", "sparse_epochs", "finetune_epochs", "distill_epochs"):
-            if int(getattr(self, name)) < 1:
-                raise CompressError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs is not None and self.epochs < 1:
-            raise CompressError(f"epochs must be >= 1, got {self.epochs}")
-        if not isinstance(self.train_args, dict):
-            raise CompressError(f"train_args must be a mapping of Ultralytics settings, got {self.train_args!r}")
+    sparse_settings: SparseSettings = field(default_factory=SparseSettings)
+    prune_settings: PruneSettings = field(default_factory=PruneSettings)
+    distill_settings: DistillSettings = field(default_factory=DistillSettings)
 
     def stage_epochs(self, stage: str) -> int:
-        return int(self.epochs or getattr(self, f"{stage}_epochs"))
-
-    def updated(self, **changes: Any) -> PipelineConfig:
-        """A copy with ``changes`` applied; unknown keys raise an error that suggests the closest one."""
-        check_keys(changes)
-        return replace(self, **changes)
+        return int(self.run.epochs or getattr(self.run, f"{stage}_epochs"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat, as the config file is written."""
+        out = {**self.run.to_dict(), "train_args": dict(self.train_args)}
+        for name in STAGE_SETTINGS:
+            out.update(getattr(self, name).to_dict())
+        return out
 
 
-def _check_type(name: str, annotation: str, value: Any) -> None:
-    """Reject values whose type does not fit the field (annotations are strings under postponed evaluation)."""
-    if value is None and "None" in annotation:
-        return
-    ok = {"bool": lambda v: isinstance(v, bool),
-          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "str": lambda v: isinstance(v, str),
-          "dict": lambda v: isinstance(v, dict)}
-    kind = annotation.split("|")[0].split("[")[0].strip()
-    if kind in ok and not ok[kind](value):
-        raise CompressError(f"config key {name!r} must be {annotation}, got {value!r}")
+def config_keys() -> list[str]:
+    """Every key a config file, ``--set`` or ``load_config`` accepts."""
+    stage_keys = [k for cls in STAGE_SETTINGS.values() for k in cls.field_names()]
+    return [*RunSettings.field_names(), "train_args", *stage_keys]
 
 
-def check_keys(values: dict[str, Any]) -> None:
-    known = [f.name for f in fields(PipelineConfig)]
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
-            raise CompressError(f"unknown config key {key!r}{hint}")
+def build_config(values: dict[str, Any]) -> PipelineConfig:
+    """A config from flat keys; unknown keys and bad values are one clear error each.
+
+    Raises:
+        CompressError: an unknown key (with the closest known one) or a value a settings class rejects.
+    """
+    check_known(values, config_keys(), what="config key")
+    train_args = values.get("train_args", {"plots": False})
+    if not isinstance(train_args, dict):
+        raise CompressError(f"train_args must be a mapping of Ultralytics settings, got {train_args!r}")
+    from yolo_compress.training import check_train_args
+
+    check_train_args(train_args)
+    parts = {name: cls.from_mapping({k: v for k, v in values.items() if k in cls.field_names()})
+             for name, cls in STAGE_SETTINGS.items()}
+    run = RunSettings.from_mapping({k: v for k, v in values.items() if k in RunSettings.field_names()})
+    return PipelineConfig(run=run, train_args=dict(train_args), **parts)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineConfig:
-    """Defaults, then the YAML file's keys, then ``overrides`` (those that are not ``None``)."""
+    """Defaults, then the YAML file's keys, then ``overrides`` (those that are not ``None``).
+
+    Raises:
+        CompressError: a missing or unparsable file, unknown keys, bad values.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -132,14 +124,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> PipelineCon
             raise CompressError(f"config file not found: {p}")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise CompressError(f"{p} is not valid YAML: {e}") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            raise CompressError(f"{p} is not valid YAML{at}: {getattr(e, 'problem', e)}; fix the file") from e
         if not isinstance(loaded, dict):
-            raise CompressError(f"{p} must be a mapping of config keys")
+            raise CompressError(f"{p} must be a mapping of config keys (key: value lines)")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    check_keys(values)
-    try:
-        return PipelineConfig(**values)
-    except TypeError as e:
-        raise CompressError(f"invalid config: {e}") from e
+    return build_config(values)

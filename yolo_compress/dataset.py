@@ -1,27 +1,67 @@
-"""Resolve and check a YOLO dataset yaml before Ultralytics sees it, so bad input fails in one clear line."""
+"""Find and check a dataset before Ultralytics sees it, so bad input fails in one clear line, before training.
+
+Detection datasets are YOLO data yamls; classification datasets are ImageFolder trees (``train/<class>/*.jpg``,
+``val/<class>/*.jpg``, optional ``test/``), as Ultralytics reads them. ``None`` selects the built-in synthetic set
+of the task (generated under ``data/`` on first use).
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from yolo_compress.errors import CompressError
 
+LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
+DEFAULT_IMGSZ = {"detect": 640, "classify": 224}
 
 
-def resolve_data(data: str | Path | None) -> Path:
-    """Return the absolute path of a checked dataset yaml; ``None`` means the built-in shapes dataset.
+@dataclass(frozen=True)
+class Dataset:
+    """A checked dataset.
+
+    Attributes:
+        path: the data yaml (detect) or the ImageFolder root (classify), absolute.
+        task: ``"detect"`` or ``"classify"``.
+        names: class index -> name.
+        imgsz: the image size it was made for (built-in sets record it), else the task's usual size.
+    """
+
+    path: Path
+    task: str
+    names: dict[int, str]
+    imgsz: int
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+
+def resolve_data(data: str | Path | None, task: str = "detect") -> Dataset:
+    """Check ``data`` for ``task`` and describe it; ``None`` means the built-in dataset of the task.
 
     Raises:
-        CompressError: the yaml is missing, unparsable, lacks ``train``/``val``/``names``, or a split has no images.
+        CompressError: missing or malformed yaml or folder, a split without images or usable labels, an empty
+            class folder, or data of the other task.
     """
     if data is None:
-        from yolo_compress.data.synthetic import ensure_shapes_dataset
+        from yolo_compress.data import ensure_builtin
 
-        return ensure_shapes_dataset()
+        data = ensure_builtin(task)
     path = Path(data).expanduser()
+    if task == "classify":
+        return _image_folder(path)
+    return _detection_yaml(path)
+
+
+def _detection_yaml(path: Path) -> Dataset:
+    if path.is_dir():
+        raise CompressError(f"{path} is a folder; a detection dataset is a YOLO data yaml (a folder of class "
+                            "subfolders is a classification dataset: use a -cls model with it)")
     if not path.is_file():
         raise CompressError(f"dataset yaml not found: {path}; pass a YOLO data yaml, or omit --data to use the "
                             "built-in shapes dataset (yolo-compress data writes it)")
@@ -34,30 +74,133 @@ def resolve_data(data: str | Path | None) -> Path:
     missing = [k for k in ("train", "val", "names") if k not in spec]
     if missing:
         raise CompressError(f"{path} lacks key(s) {missing}; a YOLO data yaml needs 'train', 'val' and 'names'")
+    names = _names(spec["names"], path)
     root = Path(spec.get("path") or path.parent)
     if not root.is_absolute():
         root = (path.parent / root).resolve()
     for split in ("train", "val"):
         entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
-        if not any(_count_images(root / e) for e in entries):
+        images = [img for e in entries for img in _list_images(root / e)]
+        if not images:
             raise CompressError(f"{path}: no images found for split {split!r} under {[str(root / e) for e in entries]}")
-    return path.resolve()
+        _check_labels(images, len(names), split, path)
+    imgsz = int(spec.get("imgsz") or DEFAULT_IMGSZ["detect"])
+    return Dataset(path.resolve(), "detect", names, imgsz)
 
 
-def _count_images(entry: Path) -> int:
-    """Images in a folder, or lines of an image-list ``.txt`` file."""
+def _names(raw: object, path: Path) -> dict[int, str]:
+    if isinstance(raw, list):
+        return dict(enumerate(str(n) for n in raw))
+    if isinstance(raw, dict) and raw:
+        try:
+            return {int(k): str(v) for k, v in raw.items()}
+        except ValueError as e:
+            raise CompressError(f"{path}: 'names' keys must be class indices 0..n-1") from e
+    raise CompressError(f"{path}: 'names' must be a list or a mapping of class names")
+
+
+def _list_images(entry: Path) -> list[Path]:
+    """Images in a folder, or those an image-list ``.txt`` file names (relative to its folder)."""
     if entry.is_dir():
-        return sum(1 for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if entry.is_file() and entry.suffix == ".txt":
-        return sum(1 for line in entry.read_text().splitlines() if line.strip())
-    return 0
+        lines = [line.strip() for line in entry.read_text().splitlines() if line.strip()]
+        return [p if p.is_absolute() else (entry.parent / p) for p in map(Path, lines)]
+    return []
 
 
-def class_count(data_yaml: str | Path) -> int:
-    """Number of classes a checked data yaml declares."""
-    return len(yaml.safe_load(Path(data_yaml).read_text())["names"])
+def _label_file(image: Path) -> Path:
+    """Ultralytics' ``img2label_paths``: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
+    parts = image.parts
+    if "images" not in parts:
+        return image.with_suffix(".txt")
+    k = len(parts) - 1 - parts[::-1].index("images")
+    return Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
 
 
-def default_imgsz(data_yaml: str | Path, fallback: int = 640) -> int:
-    """The image size a dataset was made for (the built-in generators record ``imgsz:``), else ``fallback``."""
-    return int(yaml.safe_load(Path(data_yaml).read_text()).get("imgsz") or fallback)
+def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
+    """Count what Ultralytics would drop (class ids outside ``names``, malformed rows) and say it in one line.
+
+    Ultralytics skips an image whose label file has any bad row, with one warning per file; a split left with
+    no labelled image would train on nothing (or fail late), so that is an error here.
+
+    Raises:
+        CompressError: no image of the split has a usable label.
+    """
+    bad_files, bad_rows, labelled, worst = 0, 0, 0, None
+    for image in images:
+        label = _label_file(image)
+        if not label.is_file():
+            continue
+        rows = [r.split() for r in label.read_text(errors="replace").splitlines() if r.strip()]
+        if not rows:
+            continue
+        bad = [r for r in rows if not _row_ok(r, nc)]
+        if bad:
+            bad_files, bad_rows = bad_files + 1, bad_rows + len(bad)
+            worst = worst or (label, " ".join(bad[0]))
+        else:
+            labelled += 1
+    if bad_files:
+        LOGGER.warning("%s split %r: %d of %d images skipped (%d label rows with a class id outside 0..%d or "
+                       "malformed, e.g. %s: %r)", path.name, split, bad_files, len(images), bad_rows, nc - 1, *worst)
+    if labelled == 0:
+        reason = (f"all {bad_files} labelled images have rows with a class id outside 0..{nc - 1} or malformed, "
+                  f"e.g. {worst[0]}: {worst[1]!r}" if bad_files else "no label files found next to the images")
+        raise CompressError(f"{path}: split {split!r} has no usable labels ({reason}); fix the labels or 'names'")
+
+
+def _row_ok(row: list[str], nc: int) -> bool:
+    try:
+        values = [float(v) for v in row]
+    except ValueError:
+        return False
+    return len(values) >= 5 and values[0].is_integer() and 0 <= values[0] < nc
+
+
+def _image_folder(root: Path) -> Dataset:
+    if root.is_file():
+        raise CompressError(f"{root} is a file; a classification dataset is a folder with train/<class>/ and "
+                            "val/<class>/ image folders (a data yaml is a detection dataset: use a detection model)")
+    if not root.is_dir():
+        raise CompressError(f"dataset folder not found: {root}; pass an ImageFolder root (train/, val/) or omit "
+                            "--data for the built-in classification set")
+    splits = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    if "train" not in splits or not ({"val", "test"} & set(splits)):
+        raise CompressError(f"{root} needs a train/ folder and a val/ (or test/) folder, each with one "
+                            "subfolder of images per class")
+    classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
+    if not classes:
+        raise CompressError(f"{splits['train']} has no class subfolders; put the images of class C in train/C/")
+    for folder in splits.values():
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if found != classes:
+            raise CompressError(f"{folder} has classes {found} but train/ has {classes}; every split needs the "
+                                "same class folders")
+        for c in classes:
+            images = _list_images(folder / c)
+            if not images:
+                raise CompressError(f"class folder {folder / c} holds no images; add images or remove the class "
+                                    "from every split")
+            _check_images(images)
+    imgsz = DEFAULT_IMGSZ["classify"]
+    meta = root / "dataset.yaml"  # written by the built-in generator: the image size it was made for
+    if meta.is_file():
+        imgsz = int((yaml.safe_load(meta.read_text()) or {}).get("imgsz") or imgsz)
+    return Dataset(root.resolve(), "classify", dict(enumerate(classes)), imgsz)
+
+
+def _check_images(images: list[Path]) -> None:
+    """Open every image's header (cheap) so an unreadable file fails now, not as a warning mid-training.
+
+    Raises:
+        CompressError: the first image that cannot be read.
+    """
+    from PIL import Image
+
+    for image in images:
+        try:
+            with Image.open(image) as im:
+                im.verify()
+        except Exception as e:  # PIL raises many types for a broken file
+            raise CompressError(f"cannot read image {image} ({type(e).__name__}); delete or replace it") from e

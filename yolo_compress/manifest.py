@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from yolo_compress.checkpoint import atomic_write_bytes
 
-VERSION = 1
+LOGGER = logging.getLogger(__name__)
+VERSION = 2
 
 
 def file_record(path: str | Path) -> dict[str, str]:
@@ -22,45 +24,68 @@ def file_record(path: str | Path) -> dict[str, str]:
 
 
 class Manifest:
-    """The JSON file of a pipeline run; every change is written through at once (atomically)."""
+    """The JSON record of a pipeline run; every change is written through at once, atomically.
+
+    The previous version is kept as ``manifest.json.bak``. A manifest that does not parse (edited by hand, a disk
+    error) is moved aside with a one-line warning and the backup is used: stages whose outputs still match their
+    recorded hashes are skipped, the others run again.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.backup = self.path.with_name(self.path.name + ".bak")
         self.data: dict[str, Any] = {"version": VERSION, "stages": {}}
         if self.path.is_file():
-            loaded = json.loads(self.path.read_text())
-            if loaded.get("version") == VERSION:
+            loaded = self._read(self.path)
+            if loaded is None:
+                aside = self.path.with_name(self.path.name + ".damaged")
+                self.path.replace(aside)
+                loaded = self._read(self.backup) if self.backup.is_file() else None
+                LOGGER.warning("%s was damaged (moved to %s); %s", self.path, aside.name,
+                               "using its backup, finished stages are re-verified by hash" if loaded
+                               else "no usable backup, every stage runs again")
+            if loaded is not None and loaded.get("version") == VERSION:
                 self.data = loaded
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, OSError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("stages"), dict) else None
 
     @property
     def stages(self) -> dict[str, dict[str, Any]]:
         return self.data["stages"]
 
-    def is_done(self, stage: str, inputs: dict[str, dict[str, str]], config: dict[str, Any]) -> bool:
-        """True when ``stage`` finished with these inputs and config and its outputs are unchanged on disk."""
+    def is_done(self, stage: str, sources: dict[str, dict[str, str]], settings: dict[str, Any]) -> bool:
+        """True when ``stage`` finished with these sources and settings and its outputs are unchanged on disk."""
         rec = self.stages.get(stage)
-        if not rec or rec.get("status") != "done" or rec["inputs"] != inputs or rec["config"] != config:
+        if not rec or rec.get("status") != "done" or rec.get("sources") != sources or rec.get("settings") != settings:
             return False
         return all(Path(o["path"]).is_file() and file_record(o["path"]) == o for o in rec["outputs"].values())
 
-    def started(self, stage: str, inputs: dict[str, dict[str, str]], config: dict[str, Any]) -> bool:
-        """Record a stage start; True when the same stage with the same inputs was interrupted before."""
+    def started(self, stage: str, sources: dict[str, dict[str, str]], settings: dict[str, Any]) -> bool:
+        """Record a stage start; True when the same stage with the same sources was interrupted before."""
         rec = self.stages.get(stage, {})
-        resumable = rec.get("status") == "running" and rec.get("inputs") == inputs and rec.get("config") == config
-        self.stages[stage] = {"status": "running", "inputs": inputs, "config": config}
+        resumable = rec.get("status") == "running" and rec.get("sources") == sources and rec.get("settings") == settings
+        self.stages[stage] = {"status": "running", "sources": sources, "settings": settings}
         self.save()
         return resumable
 
-    def finish(self, stage: str, outputs: dict[str, str | Path], **measured: Any) -> None:
+    def finish(self, stage: str, outputs: dict[str, Path], **measured: Any) -> None:
         rec = self.stages[stage]
         rec.update(status="done", outputs={k: file_record(v) for k, v in outputs.items()}, **measured)
         self.save()
 
     def forget_from(self, stages: list[str]) -> None:
-        """Drop the records of ``stages`` (used by ``--force``)."""
+        """Drop the records of ``stages`` (``--force``)."""
         for s in stages:
             self.stages.pop(s, None)
         self.save()
 
     def save(self) -> None:
+        if self.path.is_file():
+            atomic_write_bytes(self.backup, self.path.read_bytes())
         atomic_write_bytes(self.path, json.dumps(self.data, indent=2, default=str).encode())

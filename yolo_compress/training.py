@@ -1,25 +1,51 @@
-"""Run an Ultralytics trainer class on an in-memory model and write its weights atomically.
+"""Run an Ultralytics trainer on an in-memory model; one run-folder and resume rule for every training stage.
 
-Every stage that trains (plain fine-tuning, sparse training, distillation) goes through ``fit``: the model is
-written to a temporary checkpoint, ``YOLO(ckpt).train(trainer=...)`` trains that exact module (the trainers of
-``yolo_compress.patches`` keep it instead of rebuilding from yaml), and the best weights are re-saved as a
-float32 checkpoint at the requested path.
+Every stage that trains (baseline, sparse training, fine-tuning, distillation) goes through :func:`fit`: the model
+is written to a temporary checkpoint, ``YOLO(ckpt).train(trainer=...)`` trains that exact module (the trainers in
+``yolo_compress.patches`` keep it instead of rebuilding it from yaml), and the chosen weights are saved as a
+float32 checkpoint at ``out``.
+
+The run folder of ``out`` is ``<out's folder>/runs/<out's stem>`` (``weights/sparse.pt`` ->
+``weights/runs/sparse``): logs, plots and Ultralytics' ``last.pt``/``best.pt`` go there, never to the current
+folder. With ``resume`` the state of that folder decides (:func:`run_state`): an unfinished ``last.pt``
+continues, a finished run is only finalised, a damaged ``last.pt`` is moved aside.
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
 import logging
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from yolo_compress.checkpoint import load_detection_model, save_checkpoint
+from yolo_compress.checkpoint import checkpoint_is_complete, load_model, save_checkpoint
+from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
+from yolo_compress.models import class_count
 
 LOGGER = logging.getLogger(__name__)
-RUNS_DIR = Path("runs")
+# set by yolo-compress from the dataset and the output path; a user value would be ignored or break the run folder
+RESERVED = ("data", "imgsz", "project", "name", "exist_ok", "model", "task", "mode", "resume")
+
+
+@dataclass
+class Fit:
+    """What a training stage produced: the trained network, its validation metrics and its run folder."""
+
+    model: nn.Module
+    metrics: dict[str, float]
+    run_dir: Path
+
+
+def run_dir_of(out: Path) -> Path:
+    """The Ultralytics run folder that belongs to the weights file ``out``."""
+    return out.parent / "runs" / out.stem
 
 
 def writable_dir(folder: str | Path) -> Path:
@@ -38,74 +64,188 @@ def writable_dir(folder: str | Path) -> Path:
     return folder
 
 
-def output_path(save_dir: str | Path, source: Path | None = None) -> Path:
-    """Check where a stage may write: a ``.pt`` file that is not the stage's own input.
+def output_path(save: str | Path, inputs: tuple[Path | None, ...] = (), flag: str = "save_dir") -> Path:
+    """Check where a stage may write: a ``.pt`` file that is none of the stage's inputs, in a writable folder.
 
     Raises:
-        CompressError: the path is not a ``.pt`` file, is the input weights, or its folder is not writable.
+        CompressError: not a ``.pt`` path, a folder, one of ``inputs``, or an unwritable folder.
     """
-    out = Path(save_dir).expanduser()
-    if out.suffix != ".pt":
-        raise CompressError(f"save_dir must name a .pt file (e.g. weights/prune.pt), got {out}")
-    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
-        raise CompressError(f"refusing to overwrite the input weights {out}; choose another save_dir")
+    out = Path(save).expanduser()
+    if out.suffix != ".pt" or out.is_dir():
+        raise CompressError(f"{flag} must name a .pt file (e.g. weights/prune.pt), got {out}")
+    for source in inputs:
+        if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+            raise CompressError(f"refusing to overwrite the input weights {out}; choose another {flag}")
     writable_dir(out.parent)
-    if out.exists():
-        LOGGER.warning("replacing existing %s", out)
     return out
 
 
-def training_args(user: dict[str, Any], data: Path, imgsz: int, name: str) -> dict[str, Any]:
+def check_train_args(args: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Reject Ultralytics training settings that are unknown or of the wrong type before anything runs.
+
+    Raises:
+        CompressError: an unknown key (with the closest Ultralytics key), a key yolo-compress sets itself, or a
+            value Ultralytics' own config check refuses.
+    """
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from yolo_compress.settings import RENAMED
+
+    known = [*DEFAULT_CFG_DICT, "augmentations", *extra]
+    for key in args:
+        if key in RENAMED:
+            raise CompressError(f"{key!r} was replaced by {RENAMED[key]}")
+        if key in RESERVED:
+            raise CompressError(f"{key!r} is set by yolo-compress (from the dataset, --imgsz and the output path); "
+                                "drop it")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=2)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise CompressError(f"{key!r} is not an Ultralytics training setting{hint}")
+    try:
+        get_cfg(overrides={k: v for k, v in args.items() if k in DEFAULT_CFG_DICT})
+    except (SyntaxError, TypeError, ValueError) as e:
+        raise CompressError(f"invalid Ultralytics setting: {str(e).strip().splitlines()[-1]}") from e
+
+
+def train_args(user: dict[str, Any], data: Dataset, imgsz: int, out: Path) -> dict[str, Any]:
     """Ultralytics train arguments: the user's, plus small-data defaults where the user set none.
 
     ``nbs`` (nominal batch) defaults to the batch size: Ultralytics' 64 makes batch 16 accumulate four batches,
     i.e. ~3 optimizer steps per epoch on a 200-image set. A one-epoch warm-up suits short runs.
     """
-    args = {"data": str(data), "imgsz": imgsz, "project": RUNS_DIR, "name": name, **user}
-    # Ultralytics puts a relative project under its settings' runs_dir, frozen when settings.json was first made
-    args["project"] = str(Path(args["project"]).resolve())
-    args.setdefault("nbs", args.get("batch", 16) if args.get("batch", 16) > 0 else 64)
+    run_dir = run_dir_of(out).resolve()
+    args = {**user, "data": str(data.path), "imgsz": imgsz, "project": str(run_dir.parent), "name": run_dir.name,
+            "exist_ok": True}
+    batch = args.get("batch", 16)
+    args.setdefault("nbs", batch if isinstance(batch, int) and batch > 0 else 64)
     args.setdefault("warmup_epochs", 1)
     return args
 
 
-def latest_run(project: Path, name: str) -> Path | None:
-    """``last.pt`` of the most recent run directory named ``name``, ``name2``, ... under ``project``."""
-    candidates = [p / "weights" / "last.pt" for p in project.glob(f"{name}*") if p.is_dir()]
-    candidates = [c for c in candidates if c.is_file()]
-    return max(candidates, key=lambda c: c.stat().st_mtime) if candidates else None
+def run_state(run_dir: Path) -> str:
+    """``"none"``, ``"unfinished"`` (resumable), ``"finished"`` (trained, not yet saved) or ``"damaged"``."""
+    last = run_dir / "weights" / "last.pt"
+    return checkpoint_state(last) if last.is_file() else "none"
 
 
-def fit(model: nn.Module, trainer: type, out: Path, args: dict[str, Any]) -> tuple[nn.Module, dict[str, float], Path]:
-    """Train ``model`` with ``trainer``, save the best weights to ``out``.
+def checkpoint_state(path: Path) -> str:
+    """``"unfinished"`` (holds optimizer state), ``"finished"`` (stripped) or ``"damaged"`` (cut off, unreadable)."""
+    import torch
 
-    Returns:
-        The trained model, its final validation metrics and the Ultralytics run folder (logs, plots).
+    if not checkpoint_is_complete(path):
+        return "damaged"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a whole zip that is still no checkpoint: as good as a truncated one
+        return "damaged"
+    return "unfinished" if ckpt.get("optimizer") is not None else "finished"
 
-    With ``args["resume"] = True`` the latest interrupted run of the same name continues instead.
+
+def check_classes(model: nn.Module, data: Dataset, what: str = "model") -> None:
+    """Raises: CompressError when the model predicts another number of classes than the dataset has."""
+    nc = class_count(model)
+    if nc != data.nc:
+        raise CompressError(f"{what} predicts {nc} classes but dataset {data.path} has {data.nc}; pass the dataset "
+                            "the model was trained on, or train a new baseline from a yaml")
+
+
+def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[str, Any], resume: bool = False,
+        take: str = "best", require_resume: bool = False) -> Fit:
+    """Train ``model`` with ``trainer`` and save the ``take`` (``"best"`` or ``"last"``) weights to ``out``.
+
+    Args:
+        model: the network to train (its exact architecture is kept).
+        trainer: a ``ModuleKeepingTrainer`` subclass.
+        out: the ``.pt`` file to write; its run folder is :func:`run_dir_of`.
+        data: the checked dataset.
+        args: Ultralytics settings (see :func:`train_args`) plus the trainer's extra settings.
+        resume: continue the run folder's interrupted run when there is one (else start afresh).
+        take: ``"best"`` (highest validation fitness) or ``"last"`` (final epoch) weights.
+        require_resume: with ``resume``, a missing run is an error instead of a fresh start.
+
+    Raises:
+        CompressError: class mismatch, or ``require_resume`` with nothing to resume.
     """
     from ultralytics import YOLO
 
-    if args.pop("resume", False):
-        last = latest_run(Path(args["project"]), args["name"])
-        if last is None:
-            raise CompressError(f"nothing to resume: no {args['project']}/{args['name']}*/weights/last.pt")
-        yolo = YOLO(last)
-        if yolo.ckpt.get("optimizer") is None:
-            raise CompressError(f"{last} is from a finished run; start a new one (omit resume)")
-        # Resume restores every setting from the checkpoint; only these may change (BaseTrainer.check_resume).
-        keep = {k: v for k, v in args.items() if k in {"device", "batch", "workers", "imgsz"}}
-        yolo.train(trainer=trainer, resume=str(last), **keep)
+    check_classes(model, data)
+    run_dir = Path(args["project"]) / args["name"]
+    state = run_state(run_dir) if resume else "none"
+    if resume and state == "damaged":
+        state = _set_damaged_aside(run_dir)
+    if require_resume and state == "none":
+        raise CompressError(f"nothing to resume: no interrupted run in {run_dir}; start without --resume")
+    yolo = None
+    if state == "unfinished":
+        LOGGER.info("resuming the interrupted run in %s", run_dir)
+        yolo = YOLO(run_dir / "weights" / "last.pt")
+        # resume restores every setting from the checkpoint; only these may change (BaseTrainer.check_resume)
+        keep = {k: v for k, v in args.items() if k in {"device", "batch", "workers"}}
+        yolo.train(trainer=trainer, resume=str(run_dir / "weights" / "last.pt"), **keep)
+    elif state == "finished":
+        LOGGER.info("%s holds a finished run that was not saved yet; saving it", run_dir)
     else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a previous run of this output: replaced, never resumed by mistake
         with tempfile.TemporaryDirectory() as tmp:
-            init = save_checkpoint(model, Path(tmp) / "init.pt")
-            yolo = YOLO(init)
-            yolo.train(trainer=trainer, **args)
-    best = yolo.trainer.best if yolo.trainer.best.exists() else yolo.trainer.last
-    trained = load_detection_model(best)
-    # "metrics/mAP50-95(B)" -> "mAP50-95", the names PruneModel.val() and the report use
-    metrics = {k.removeprefix("metrics/").removesuffix("(B)"): float(v)
-               for k, v in (getattr(yolo.trainer, "metrics", None) or {}).items()}
-    save_checkpoint(trained, out, train_metrics=metrics, source_run=str(best.parent.parent))
-    LOGGER.info("saved %s (from %s)", out, best)
-    return trained, metrics, Path(yolo.trainer.save_dir)
+            yolo = YOLO(save_checkpoint(model, Path(tmp) / "init.pt"))
+            try:
+                yolo.train(trainer=trainer, **args)
+            except BaseException:
+                _drop_if_empty(run_dir)
+                raise
+    chosen = _pick(run_dir / "weights", take)
+    trained = load_model(chosen)
+    metrics = _metrics(run_dir, take, getattr(getattr(yolo, "trainer", None), "metrics", None))
+    save_checkpoint(trained, out, train_metrics=metrics, source_run=str(run_dir))
+    LOGGER.info("saved %s (from %s)", out, chosen)
+    return Fit(trained, metrics, run_dir)
+
+
+def _set_damaged_aside(run_dir: Path) -> str:
+    """Move a truncated ``last.pt`` aside; continue from a complete, unfinished ``best.pt`` when there is one."""
+    weights = run_dir / "weights"
+    last, best = weights / "last.pt", weights / "best.pt"
+    aside = last.with_suffix(".pt.damaged")
+    last.replace(aside)
+    if best.is_file() and checkpoint_state(best) == "unfinished":
+        shutil.copyfile(best, last)
+        LOGGER.warning("%s was truncated or damaged (moved to %s); resuming from best.pt", last, aside.name)
+        return "unfinished"
+    LOGGER.warning("%s was truncated or damaged (moved to %s); the stage starts again", last, aside.name)
+    return "none"
+
+
+def _pick(weights: Path, take: str) -> Path:
+    best, last = weights / "best.pt", weights / "last.pt"
+    if take == "best" and best.is_file() and checkpoint_is_complete(best):
+        return best
+    return last
+
+
+def _drop_if_empty(run_dir: Path) -> None:
+    """A run that failed before its first checkpoint leaves only ``args.yaml``: remove that clutter."""
+    if run_dir.is_dir() and not any((run_dir / "weights").glob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        parent = run_dir.parent
+        if parent.name == "runs" and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def _metrics(run_dir: Path, take: str, final: dict | None) -> dict[str, float]:
+    """Validation metrics of the saved weights: Ultralytics' final validation (of best.pt), or the last epoch's.
+
+    Names are normalised: ``"metrics/mAP50-95(B)"`` -> ``"mAP50-95"``, ``"metrics/accuracy_top1"`` -> ``"top1"``.
+    """
+    if take == "best" and final:
+        values = final
+    else:
+        rows = list(csv.DictReader((run_dir / "results.csv").open())) if (run_dir / "results.csv").is_file() else []
+        values = {k.strip(): float(v) for k, v in rows[-1].items() if k.strip().startswith("metrics/")} if rows else {}
+    return {_metric_name(k): float(v) for k, v in values.items() if k.startswith("metrics/")}
+
+
+def _metric_name(key: str) -> str:
+    return key.removeprefix("metrics/").removesuffix("(B)").replace("accuracy_", "")

@@ -1,28 +1,24 @@
-"""Feature distillation: record features with hooks, adapt channels, compose losses."""
+"""Stage 4, distillation: settings, feature recorder, connectors, pure losses, the method table and the composer.
 
-from yolo_compress.distill.adapters import CWDConnector, MGDConnector
-from yolo_compress.distill.distiller import (
-    DEFAULT_LAYERS,
-    LOSS_TYPES,
-    Distiller,
-    cosine_factor,
-    hooked_layer_names,
-    parse_loss_type,
-    run_to_layer,
-)
+The trainer that uses them is ``patches.distill``.
+"""
+
+from yolo_compress.distill.connectors import CWDConnector, MGDConnector
+from yolo_compress.distill.distiller import Distiller, hooked_layer_names, run_to_layer
+from yolo_compress.distill.methods import FEATURE_METHODS, LOSSES
 from yolo_compress.distill.recorder import FeatureRecorder, OutputHook, remove_output_hooks_
+from yolo_compress.distill.settings import DistillSettings
 
 __all__ = [
+    "FEATURE_METHODS",
+    "LOSSES",
     "CWDConnector",
-    "DEFAULT_LAYERS",
+    "DistillSettings",
     "Distiller",
     "FeatureRecorder",
-    "LOSS_TYPES",
     "MGDConnector",
     "OutputHook",
-    "cosine_factor",
     "hooked_layer_names",
-    "parse_loss_type",
     "remove_output_hooks_",
     "run_to_layer",
 ]

@@ -6,33 +6,18 @@ but nothing about trainers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from yolo_compress.distill.adapters import CWDConnector, MGDConnector
+from yolo_compress.distill.losses import DetectKD
+from yolo_compress.distill.methods import FEATURE_METHODS
 from yolo_compress.distill.recorder import FeatureRecorder
+from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
-from yolo_compress.losses import ChannelWiseDivergence, DetectKD, MGDLoss
 
-LOSS_TYPES = ("cwd", "mgd", "kd", "cwd+kd", "mgd+kd")
-DEFAULT_LAYERS = (6, 8, 12, 15, 18, 21)  # the C2f blocks of YOLOv8 detect past the stem (stride 8-32)
 HOOK_ATTR = "cv2"  # C2f and its chunk-free twin both end in ``cv2``; matched by name, not by class
-
-
-def parse_loss_type(spec: str) -> tuple[str | None, bool]:
-    """Split ``"cwd+kd"`` into ``("cwd", True)``; ``"kd"`` gives ``(None, True)``.
-
-    Raises:
-        CompressError: ``spec`` is not one of :data:`LOSS_TYPES`.
-    """
-    key = str(spec).lower().replace(" ", "")
-    if key not in LOSS_TYPES:
-        raise CompressError(f"distill_loss={spec!r} is not supported; use one of {', '.join(LOSS_TYPES)}")
-    feature = key.split("+")[0]
-    return (None if feature == "kd" else feature), key.endswith("kd")
 
 
 def hooked_layer_names(model: nn.Module, indices: Sequence[int], attr: str = HOOK_ATTR) -> list[str]:
@@ -84,12 +69,6 @@ def head_outputs(preds: dict | tuple | list) -> dict[str, torch.Tensor]:
     return preds.get("one2many", preds)
 
 
-def cosine_factor(progress: float, final: float = 0.1) -> float:
-    """Cosine decay from 1.0 at ``progress=0`` to ``final`` at ``progress=1`` (clamped outside [0, 1])."""
-    progress = min(max(progress, 0.0), 1.0)
-    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class Distiller(nn.Module):
     """Record student and teacher features, adapt the student's, and score them; one loss tensor per kind.
 
@@ -104,44 +83,28 @@ class Distiller(nn.Module):
     Args:
         student (nn.Module): ``DetectionModel`` being trained.
         teacher (nn.Module): ``DetectionModel`` with the same classes and strides.
-        layers (Sequence[int]): layer indices whose ``cv2`` output is distilled, paired by name between the two.
-        loss (str): one of :data:`LOSS_TYPES`.
-        cwd_tau (float): CWD temperature.
-        mgd_alpha (float): MGD loss weight ``alpha_mgd``.
-        mgd_lambda (float): MGD fraction of masked positions.
-        kd_tau (float): logit KD temperature.
-        kd_box (bool): also distil the DFL box bins.
+        settings (DistillSettings): losses, layers (``cv2`` outputs paired by name), temperatures.
         probe_imgsz (int): input size of the dummy pass that reads feature widths.
 
     Raises:
-        CompressError: unknown loss, a layer without ``cv2``, different classes/strides, or maps of different size.
+        CompressError: a layer without ``cv2``, different classes/strides, or maps of different size.
 
     Examples:
-        >>> distiller = Distiller(student, teacher, layers=(15, 18, 21), loss="cwd")
+        >>> distiller = Distiller(student, teacher, DistillSettings(loss="cwd", distill_layers=(15, 18, 21)))
         >>> with distiller:
         ...     preds = student(img)
         ...     losses = distiller(img, preds)  # {"cwd_loss": tensor(...)}
     """
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher: nn.Module,
-        layers: Sequence[int] = DEFAULT_LAYERS,
-        loss: str = "cwd",
-        cwd_tau: float = 1.0,
-        mgd_alpha: float = 2e-5,
-        mgd_lambda: float = 0.65,
-        kd_tau: float = 1.0,
-        kd_box: bool = True,
-        probe_imgsz: int = 64,
-    ) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings | None = None,
+                 probe_imgsz: int = 64) -> None:
         super().__init__()
-        self.feature_kind, self.use_kd = parse_loss_type(loss)
+        settings = settings or DistillSettings()
+        self.feature_kind, self.use_kd = settings.feature, settings.use_kd
         object.__setattr__(self, "teacher", freeze_(teacher))  # held, not registered
-        self.layers = tuple(int(i) for i in layers) if self.feature_kind else ()
+        self.layers = tuple(settings.distill_layers) if self.feature_kind else ()
         if self.feature_kind and not self.layers:
-            raise CompressError(f"distill_loss={loss!r} needs distill_layers; e.g. {list(DEFAULT_LAYERS)}")
+            raise CompressError(f"loss={settings.loss!r} needs distill_layers, e.g. 15,18,21")
         names_s = hooked_layer_names(student, self.layers)
         names_t = hooked_layer_names(teacher, self.layers)
         self.student_recorder = FeatureRecorder(student, names_s)
@@ -151,7 +114,9 @@ class Distiller(nn.Module):
         self.last = len(teacher.model) - 1 if self.use_kd else max(self.layers)
 
         self.connectors = nn.ModuleDict()
+        self.feature_loss = None
         if self.feature_kind:
+            method = FEATURE_METHODS[self.feature_kind]
             shapes_s = _probe_shapes(student, self.student_recorder, probe_imgsz, max(self.layers))
             shapes_t = _probe_shapes(teacher, self.teacher_recorder, probe_imgsz, max(self.layers))
             for key, name, s, t in zip(self.keys, names_s, shapes_s, shapes_t):
@@ -160,17 +125,13 @@ class Distiller(nn.Module):
                         f"{name}: student map {s[1]}x{s[2]} but teacher map {t[1]}x{t[2]} at input {probe_imgsz}; "
                         "pick layers at the same stride in both models"
                     )
-                self.connectors[key] = (
-                    CWDConnector(s[0], t[0]) if self.feature_kind == "cwd" else MGDConnector(s[0], t[0], mgd_lambda)
-                )
-        self.feature_loss = (
-            ChannelWiseDivergence(cwd_tau) if self.feature_kind == "cwd" else MGDLoss(mgd_alpha)
-            if self.feature_kind == "mgd" else None
-        )
+                self.connectors[key] = method.connector(s[0], t[0], settings)
+            self.feature_loss = method.loss(settings)
         self.head_kd = None
         if self.use_kd:
             _check_heads_match(head_s, head_t)
-            self.head_kd = DetectKD(kd_tau, reg_max=head_s.reg_max, box=kd_box)
+            self.head_kd = DetectKD(settings.kd_tau, reg_max=head_s.reg_max, box=settings.kd_box,
+                                    box_min_score=settings.kd_box_min)
         self.to(next(student.parameters()).device)
 
     def __enter__(self) -> Distiller:

@@ -62,11 +62,6 @@ class FeatureRecorder:
         self.remove()
         self.data.clear()
 
-    @property
-    def active(self) -> bool:
-        """Whether the hooks are registered."""
-        return bool(self._handles)
-
     def remove(self) -> None:
         """Remove the hooks; safe to call twice."""
         for handle in self._handles:

@@ -12,7 +12,7 @@ class ChannelWiseDivergence(nn.Module):
 
     Shu et al., "Channel-wise Knowledge Distillation for Dense Prediction", ICCV 2021, arXiv:2011.13256::
 
-        L = loss_weight * tau^2 / (N*C) * sum_{n,c} KL(softmax(T_nc / tau) || softmax(S_nc / tau))
+        L = tau^2 / (N*C) * sum_{n,c} KL(softmax(T_nc / tau) || softmax(S_nc / tau))
 
     where ``T_nc`` and ``S_nc`` are the teacher and student maps of image ``n``, channel ``c``, flattened to H*W
     values, and the softmax runs over those H*W positions.
@@ -22,7 +22,6 @@ class ChannelWiseDivergence(nn.Module):
 
     Args:
         tau (float): softmax temperature, > 0.
-        loss_weight (float): factor applied to the loss.
 
     Examples:
         >>> loss = ChannelWiseDivergence(tau=1.0)
@@ -31,12 +30,11 @@ class ChannelWiseDivergence(nn.Module):
         0.0
     """
 
-    def __init__(self, tau: float = 1.0, loss_weight: float = 1.0) -> None:
+    def __init__(self, tau: float = 1.0) -> None:
         super().__init__()
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.tau = float(tau)
-        self.loss_weight = float(loss_weight)
 
     def forward(self, feat_s: torch.Tensor, feat_t: torch.Tensor) -> torch.Tensor:
         """Return the scalar CWD loss of student features ``feat_s`` against teacher features ``feat_t``."""
@@ -47,4 +45,4 @@ class ChannelWiseDivergence(nn.Module):
         logits_t = feat_t.detach().reshape(n * c, -1) / self.tau
         log_p_t = F.log_softmax(logits_t, dim=1)
         kl = (log_p_t.exp() * (log_p_t - F.log_softmax(logits_s, dim=1))).sum()
-        return self.loss_weight * self.tau**2 * kl / (n * c)
+        return self.tau**2 * kl / (n * c)

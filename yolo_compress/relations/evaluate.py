@@ -1,7 +1,7 @@
 """Run a YOLO detector and read its boxes as a nesting tree; score that tree against parent labels.
 
 The detector knows nothing about relations: parents are inferred from its boxes by
-``relations.find_parent_nodes``, so a compressed model can be compared with its baseline on structure as well
+``relations.infer.find_parent_nodes``, so a compressed model can be compared with its baseline on structure as well
 as on mAP. Ground truth comes from ``parents/<split>/*.txt`` next to ``images/<split>`` (format in
 ``yolo_compress.data.diagram``).
 """
@@ -20,7 +20,7 @@ from ultralytics.utils.patches import imread
 
 from yolo_compress.data.diagram import read_parent_labels
 from yolo_compress.errors import CompressError
-from yolo_compress.relations import find_parent_nodes, prf, relation_metrics, visualize_nodes
+from yolo_compress.relations.infer import find_parent_nodes, prf, relation_metrics, visualize_nodes
 
 if TYPE_CHECKING:
     from ultralytics import YOLO

@@ -7,7 +7,8 @@ with two 1x1 convolutions ``cv0``/``cv1`` whose weights and BatchNorm statistics
 ``cv1``: the same function, but every tensor has its own producer, so the graph is plain convs and one ``cat``.
 
 The class lives in this importable module on purpose: pruned checkpoints pickle it by reference
-(``yolo_compress.pruning.c2f.C2fChunkFree``), and ``YOLO(path)`` in a fresh process imports it from here.
+(``yolo_compress.prune.c2f.C2fChunkFree``), and ``YOLO(path)`` in a fresh process imports it from here.
+Checkpoints written by yolo-compress 0.1 name ``yolo_compress.pruning.c2f``, which still resolves here.
 
 Checked against Ultralytics 8.4.190.
 """

@@ -1,0 +1,1 @@
+"""Stage 6, deployment: export of the final weights (ONNX, TorchScript)."""

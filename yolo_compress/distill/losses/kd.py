@@ -1,0 +1,120 @@
+"""Logit knowledge distillation (Hinton et al.) and its application to YOLOv8 ``Detect`` outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KD_MODES = ("softmax", "sigmoid")
+
+
+def categorical_kl(logits_s: torch.Tensor, logits_t: torch.Tensor, dim: int) -> torch.Tensor:
+    """``KL(softmax(t) || softmax(s))`` along ``dim`` (that dim summed away); the teacher is detached."""
+    log_p_t = F.log_softmax(logits_t.detach(), dim=dim)
+    return (log_p_t.exp() * (log_p_t - F.log_softmax(logits_s, dim=dim))).sum(dim)
+
+
+def bernoulli_kl(logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``KL(Bern(sigmoid(t)) || Bern(sigmoid(s)))``, from log-sigmoids; the teacher is detached."""
+    t = logits_t.detach()
+    p_t = torch.sigmoid(t)
+    return p_t * (F.logsigmoid(t) - F.logsigmoid(logits_s)) + (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-logits_s))
+
+
+class LogitKD(nn.Module):
+    """Temperature-scaled KL divergence between teacher and student logits, averaged over positions.
+
+    Hinton et al., "Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531::
+
+        softmax mode: L = tau^2 * mean_pos sum_k p_t,k (log p_t,k - log p_s,k),  p = softmax(logits / tau) over dim
+        sigmoid mode: L = tau^2 * mean_pos sum_k KL(Bern(sigmoid(t_k / tau)) || Bern(sigmoid(s_k / tau)))
+
+    ``softmax`` treats ``dim`` as one categorical distribution (Hinton's setting; for a classifier's (N, C)
+    logits, ``mean_pos`` is the batch mean); ``sigmoid`` treats each entry along ``dim`` as an independent binary
+    distribution, matching multi-label heads trained with BCE. Both are 0 when student == teacher.
+
+    Shapes: ``logits_s`` and ``logits_t`` are equal, any rank; the KL is summed over ``dim`` and the other
+    positions are averaged. Returns a scalar. The teacher is detached.
+
+    Args:
+        tau (float): temperature T, > 0.
+        mode (str): "softmax" or "sigmoid".
+        dim (int): dimension that holds the classes or bins.
+
+    Examples:
+        >>> kd = LogitKD(mode="sigmoid")
+        >>> round(float(kd(torch.tensor([[1.0986]]), torch.tensor([[0.0]]))), 4)  # KL(Bern(.5) || Bern(.75))
+        0.1438
+    """
+
+    def __init__(self, tau: float = 1.0, mode: str = "softmax", dim: int = 1) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if mode not in KD_MODES:
+            raise ValueError(f"mode must be one of {KD_MODES}, got {mode!r}")
+        self.tau, self.mode, self.dim = float(tau), mode, dim
+
+    def forward(self, logits_s: torch.Tensor, logits_t: torch.Tensor) -> torch.Tensor:
+        """Return the scalar KD loss."""
+        if logits_s.shape != logits_t.shape:
+            raise ValueError(f"KD needs equal shapes, got {tuple(logits_s.shape)} and {tuple(logits_t.shape)}")
+        s, t = logits_s / self.tau, logits_t / self.tau
+        kl = categorical_kl(s, t, self.dim) if self.mode == "softmax" else bernoulli_kl(s, t).sum(self.dim)
+        return self.tau**2 * kl.mean()
+
+
+class DetectKD(nn.Module):
+    """Logit KD on a YOLOv8 ``Detect`` head: class logits (binary KL) plus DFL box bins (softmax KL).
+
+    Both terms are normalised the way Ultralytics normalises its own detection loss, by a foreground mass,
+    here the teacher's: ``q_na = max_k sigmoid(t_nka)`` (how surely the teacher sees an object at anchor ``a``).
+    A plain mean over all anchors would divide by thousands of background anchors and leave the term ~100x
+    weaker than the detection class loss, which divides by ``target_scores_sum``::
+
+        L_cls = tau^2 * sum_{n,a,k} KLbin(t_nka / tau || s_nka / tau) / sum_{n,a} q_na
+        L_box = tau^2 * sum_{n,a: q_na >= q_min} q_na * mean_j KL(softmax(tb_nja / tau) || softmax(sb_nja / tau))
+                / sum_{n,a: q_na >= q_min} q_na
+        L = L_cls + L_box
+
+    The class term covers every anchor (the teacher's "no object here" is knowledge too); the box term only the
+    anchors where the teacher sees an object (``q >= q_min``), as background anchors' box bins are untrained
+    noise (Localization Distillation, Zheng et al., CVPR 2022, arXiv:2102.12252, distils boxes on positives).
+
+    Student and teacher must share strides and input size, so anchors correspond 1:1.
+
+    Shapes: ``scores_*`` are (N, nc, A) and ``boxes_*`` (N, 4 * reg_max, A) as in ``Detect.forward_head``'s
+    ``"scores"``/``"boxes"``. Returns a scalar; the teacher is detached.
+
+    Args:
+        tau (float): temperature T for both terms.
+        reg_max (int): DFL bins per box side; 1 or ``box=False`` disables the box term.
+        box (bool): also distil the DFL box distributions.
+        box_min_score (float): ``q_min``, the teacher score from which an anchor's box is distilled.
+    """
+
+    def __init__(self, tau: float = 1.0, reg_max: int = 16, box: bool = True,
+                 box_min_score: float = 0.25) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau, self.reg_max = float(tau), int(reg_max)
+        self.box = box and self.reg_max > 1
+        self.box_min_score = float(box_min_score)
+
+    def forward(self, scores_s: torch.Tensor, scores_t: torch.Tensor, boxes_s: torch.Tensor | None = None,
+                boxes_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the scalar head KD loss; the box term is skipped when boxes are not given."""
+        if scores_s.shape != scores_t.shape:
+            raise ValueError(f"KD needs equal shapes, got {tuple(scores_s.shape)} and {tuple(scores_t.shape)}")
+        quality = torch.sigmoid(scores_t.detach()).amax(1)  # (N, A)
+        kl_cls = bernoulli_kl(scores_s / self.tau, scores_t / self.tau).sum()
+        loss = kl_cls / quality.sum().clamp(min=1.0)
+        if self.box and boxes_s is not None and boxes_t is not None:
+            n, _, a = boxes_s.shape
+            kl_box = categorical_kl(boxes_s.view(n, 4, self.reg_max, a) / self.tau,
+                                    boxes_t.view(n, 4, self.reg_max, a) / self.tau, dim=2).mean(1)  # (N, A)
+            weight = quality * (quality >= self.box_min_score)
+            loss = loss + (weight * kl_box).sum() / weight.sum().clamp(min=1e-6)
+        return self.tau**2 * loss

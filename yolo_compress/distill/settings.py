@@ -1,0 +1,68 @@
+"""Settings of the distillation stage, and the weight schedule they describe."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from yolo_compress.distill.methods import LOSSES
+from yolo_compress.settings import Settings, non_negative, positive, setting
+
+SCHEDULES = ("constant", "cosine")
+
+
+def _fraction(v: float) -> bool:
+    return 0 <= v < 1
+
+
+def _layers(v: tuple[int, ...]) -> bool:
+    return all(i >= 0 for i in v)
+
+
+@dataclass(frozen=True)
+class DistillSettings(Settings):
+    """What the teacher teaches and how strongly.
+
+    The distillation weight ramps linearly from 0 to 1 over the first ``distill_warmup`` share of the run (a freshly
+    pruned student is not hit at full strength), then stays (``constant``) or decays along a cosine to
+    ``distill_final`` (``cosine``); it multiplies both ``distill_weight`` and ``kd_weight``.
+    """
+
+    loss: str = setting("cwd", "distillation losses: a feature loss, logit KD, or both", choices=LOSSES)
+    distill_layers: tuple[int, ...] = setting((15, 18, 21), "layer indices whose cv2 output is distilled (YOLOv8: "
+                                              "the Detect inputs)", check=_layers, must="layer indices >= 0",
+                                              metavar="15,18,21")
+    distill_weight: float = setting(1.0, "weight of the feature loss", check=non_negative, must=">= 0")
+    cwd_tau: float = setting(1.0, "CWD softmax temperature", check=positive, must="> 0")
+    mgd_alpha: float = setting(2e-5, "MGD loss weight alpha", check=non_negative, must=">= 0")
+    mgd_lambda: float = setting(0.65, "MGD share of masked positions", check=_fraction, must="in [0, 1)")
+    kd_weight: float = setting(1.0, "weight of logit KD (detection)", check=non_negative, must=">= 0")
+    kd_tau: float = setting(1.0, "logit KD temperature", check=positive, must="> 0")
+    kd_box: bool = setting(True, "also distil the DFL box bins (detection)")
+    kd_box_min: float = setting(0.25, "teacher score from which an anchor's box bins are distilled", check=_fraction,
+                                must="in [0, 1)")
+    distill_warmup: float = setting(0.2, "share of the run over which the weight ramps up from 0", check=_fraction,
+                                    must="in [0, 1)")
+    distill_schedule: str = setting("constant", "after the warm-up: constant, or cosine decay to distill_final",
+                                    choices=SCHEDULES)
+    distill_final: float = setting(0.1, "final weight factor of the cosine schedule", check=non_negative, must=">= 0")
+
+    @property
+    def feature(self) -> str | None:
+        """The feature method (``"cwd"``, ``"mgd"``) or ``None`` for logit KD alone."""
+        name = self.loss.split("+")[0]
+        return None if name == "kd" else name
+
+    @property
+    def use_kd(self) -> bool:
+        return self.loss.endswith("kd")
+
+    def factor(self, progress: float) -> float:
+        """Weight factor at ``progress`` (share of the run done, in [0, 1])."""
+        progress = min(max(progress, 0.0), 1.0)
+        if progress < self.distill_warmup:
+            return progress / self.distill_warmup
+        if self.distill_schedule == "constant":
+            return 1.0
+        rest = (progress - self.distill_warmup) / (1.0 - self.distill_warmup)
+        return self.distill_final + (1.0 - self.distill_final) * 0.5 * (1.0 + math.cos(math.pi * rest))

@@ -1,0 +1,75 @@
+"""Run distillation: from ``PruneModel.distill`` and as the pipeline's ``distill`` stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolo_compress.checkpoint import load_model
+from yolo_compress.dataset import Dataset
+from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.errors import CompressError
+from yolo_compress.stage import TrainingStage
+from yolo_compress.training import Fit, fit
+
+
+def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings) -> Path:
+    """Check the teacher before any training: it exists, is a model of the data's task and classes.
+
+    Raises:
+        CompressError: what is wrong with it, and what to pass instead.
+    """
+    from yolo_compress.patches.distill import check_teacher_path, load_teacher
+
+    path = check_teacher_path(teacher)
+    load_teacher(path, data.nc, settings)
+    return path
+
+
+def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, settings: DistillSettings,
+            args: dict[str, Any], resume: bool = False, require_resume: bool = False) -> Fit:
+    """Train ``model`` with ``teacher``'s guidance; save the best weights (the student alone) to ``out``."""
+    from yolo_compress.patches.distill import TRAINERS
+
+    if data.task not in TRAINERS:
+        raise CompressError(f"distillation of {data.task} models is not supported")
+    path = check_teacher(teacher, data, settings)
+    return fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict(), "teacher": str(path)},
+               resume=resume, require_resume=require_resume)
+
+
+class DistillStage(TrainingStage):
+    """Distil the pruned model from the unpruned one (the sparse model, else the baseline)."""
+
+    name = "distill"
+
+    def enabled(self) -> bool:
+        return self.ctx.config.run.distill
+
+    def sources(self, done: dict[str, Path]) -> dict[str, Path]:
+        from_finetune = self.ctx.config.run.distill_from == "finetune" and "finetune" in done
+        start = done["finetune"] if from_finetune else done["prune"]
+        return {"weights": start, "teacher": done.get("sparse", done["baseline"])}
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), **self.ctx.config.distill_settings.to_dict(),
+                "distill_from": self.ctx.config.run.distill_from}
+
+    def check(self, model: nn.Module) -> None:
+        from yolo_compress.distill.distiller import hooked_layer_names
+        from yolo_compress.patches.distill import TRAINERS
+
+        if self.ctx.data.task not in TRAINERS:
+            raise CompressError(f"distillation of {self.ctx.data.task} models is not supported; set distill: false "
+                                "(--no-distill)")
+        settings = self.ctx.config.distill_settings
+        if settings.feature:
+            hooked_layer_names(model, settings.distill_layers)
+
+    def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        out = self.outputs()["weights"]
+        result = distill(load_model(sources["weights"]), sources["teacher"], self.ctx.data, out,
+                         self.ctx.config.distill_settings, self.ultralytics_args(), resume=resume)
+        return {"metrics": result.metrics}

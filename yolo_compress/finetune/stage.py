@@ -1,0 +1,69 @@
+"""Plain training with the architecture kept: the baseline (from a model yaml) and the fine-tuning after pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolo_compress.checkpoint import load_model
+from yolo_compress.dataset import Dataset
+from yolo_compress.models import build_from_yaml
+from yolo_compress.stage import TrainingStage
+from yolo_compress.training import Fit, fit
+from yolo_compress.validation import validate
+
+
+def train_model(model: nn.Module, data: Dataset, out: Path, args: dict[str, Any], resume: bool = False,
+                require_resume: bool = False) -> Fit:
+    """Train ``model`` as it is (a pruned network keeps its widths); save the best weights to ``out``."""
+    from yolo_compress.patches.trainers import TRAINERS
+
+    return fit(model, TRAINERS[data.task], out, data, args, resume=resume, require_resume=require_resume)
+
+
+class BaselineStage(TrainingStage):
+    """The model to compress: the user's weights as they are, or a model trained from ``config.model``."""
+
+    name = "baseline"
+
+    def sources(self, done: dict[str, Path]) -> dict[str, Path]:
+        weights = self.ctx.config.run.weights
+        return {"weights": Path(weights)} if weights is not None else {}
+
+    def outputs(self) -> dict[str, Path]:
+        weights = self.ctx.config.run.weights
+        return {"weights": Path(weights)} if weights is not None else super().outputs()
+
+    def settings(self) -> dict[str, Any]:
+        c = self.ctx.config
+        if c.run.weights is not None:
+            return {"imgsz": self.ctx.imgsz}
+        return {**super().settings(), "model": c.run.model}
+
+    def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        c, data = self.ctx.config, self.ctx.data
+        if c.run.weights is not None:
+            return {"metrics": validate(sources["weights"], data, self.ctx.imgsz)}
+        out = self.outputs()["weights"]
+        model = build_from_yaml(c.run.model, data.task, data.nc, data.names, seed=c.train_args.get("seed", 0))
+        result = train_model(model, data, out, self.ultralytics_args(), resume)
+        return {"metrics": result.metrics}
+
+
+class FinetuneStage(TrainingStage):
+    """Fine-tune the pruned model without a teacher: the reference every distillation recipe must beat."""
+
+    name = "finetune"
+
+    def enabled(self) -> bool:
+        return self.ctx.config.run.finetune
+
+    def sources(self, done: dict[str, Path]) -> dict[str, Path]:
+        return {"weights": done["prune"]}
+
+    def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        out = self.outputs()["weights"]
+        result = train_model(load_model(sources["weights"]), self.ctx.data, out, self.ultralytics_args(), resume)
+        return {"metrics": result.metrics}

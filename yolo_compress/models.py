@@ -1,0 +1,117 @@
+"""What yolo-compress needs to know about an Ultralytics network: its task, its head, its classes.
+
+Every stage asks these questions; they are answered here once. Checked against Ultralytics 8.4.190.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from yolo_compress.errors import CompressError
+
+TASKS = ("detect", "classify")
+
+
+def head_types() -> tuple[type, ...]:
+    """Output heads whose widths are fixed by the task (box bins, class count): never pruned or sparsified."""
+    from ultralytics.nn.modules.head import Classify, Detect
+
+    return Detect, Classify
+
+
+def head_module_ids(model: nn.Module) -> set[int]:
+    """Ids of every module inside an output head (``Detect`` and subclasses, ``Classify``)."""
+    heads = head_types()
+    return {id(m) for h in model.modules() if isinstance(h, heads) for m in h.modules()}
+
+
+def task_of(model: nn.Module) -> str:
+    """``"detect"``, ``"classify"``, ... as Ultralytics names the task of ``model``."""
+    from ultralytics.nn.tasks import guess_model_task
+
+    return str(guess_model_task(model))
+
+
+def check_task(model: nn.Module, what: str = "model") -> str:
+    """Return the task of ``model`` when yolo-compress handles it.
+
+    Raises:
+        CompressError: a segmentation, pose, OBB, ... model, or a module that is no Ultralytics model.
+    """
+    from ultralytics.nn.tasks import BaseModel
+
+    if not isinstance(model, BaseModel):
+        raise CompressError(f"{what} is a {type(model).__name__}, not an Ultralytics model; pass a YOLO .pt "
+                            "checkpoint or YOLO(...).model")
+    task = task_of(model)
+    if task not in TASKS:
+        raise CompressError(f"{what} is a {task} model ({type(model).__name__}); yolo-compress handles "
+                            f"{' and '.join(TASKS)} models")
+    return task
+
+
+def class_count(model: nn.Module) -> int:
+    """Number of classes the model's head predicts."""
+    head = model.model[-1]
+    nc = getattr(head, "nc", None)
+    if nc is None:  # Classify: the final linear layer
+        nc = head.linear.out_features
+    return int(nc)
+
+
+def yaml_task(cfg: str) -> str:
+    """The task of the model an Ultralytics model yaml builds.
+
+    Raises:
+        CompressError: the yaml does not exist.
+    """
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+
+    try:
+        return str(guess_model_task(yaml_model_load(cfg)))
+    except FileNotFoundError as e:
+        raise CompressError(f"model yaml not found: {cfg}; use e.g. yolov8n.yaml, yolov8n-cls.yaml or a .pt") from e
+
+
+def build_from_yaml(cfg: str, task: str, nc: int, names: dict[int, str], seed: int = 0) -> nn.Module:
+    """A randomly initialised model from an Ultralytics model yaml (no download), seeded.
+
+    The trainer seeds its RNGs only after it receives the model, so without the seed here two runs of the same
+    command would start from different weights.
+
+    Raises:
+        CompressError: the yaml does not exist or builds a model of another task than the dataset's.
+    """
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+
+    built = yaml_task(cfg)
+    if built != task:
+        example = "yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml"
+        raise CompressError(f"{cfg} builds a {built} model but the dataset is for {task}; use e.g. {example}")
+    cls = ClassificationModel if task == "classify" else DetectionModel
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = cls(cfg, nc=nc, verbose=False)
+    finally:
+        torch.random.set_rng_state(state)
+    model.names = dict(names)
+    return model
+
+
+def param_count(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
+    """GFLOPs (2 x multiply-accumulates) of one forward at ``imgsz``: Ultralytics' counter, used everywhere here."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    return float(get_flops(model, list(imgsz) if isinstance(imgsz, tuple) else imgsz))
+
+
+def model_size(model: nn.Module, imgsz: int) -> dict[str, float]:
+    """Parameter count and GFLOPs at ``imgsz``."""
+    return {"params": param_count(model), "gflops": gflops(model, imgsz)}

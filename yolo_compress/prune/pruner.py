@@ -1,0 +1,219 @@
+"""DepGraph channel pruning of Ultralytics YOLOv8 detectors and classifiers with Torch-Pruning.
+
+Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023, arXiv:2301.12900. The dependency graph
+groups every layer whose channels are coupled (a conv, its BatchNorm, the convs reading it, residual adds and
+concats), so a channel is removed from all of them at once and the network stays consistent.
+
+YOLOv8 specifics handled here: ``C2f`` blocks are swapped for :class:`~yolo_compress.prune.c2f.C2fChunkFree`
+first (Torch-Pruning 1.6 mis-indexes ``chunk -> cat``), the output head (``Detect``, ``Classify``) is ignored
+(its outputs are fixed by ``reg_max`` and ``nc``; its input convs still shrink with the layers before it), and
+parameters are made trainable before tracing (loaded checkpoints come with ``requires_grad=False``, which would
+leave the graph empty).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from copy import deepcopy
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolo_compress.errors import CompressError
+from yolo_compress.models import check_task, gflops, head_module_ids, head_types, param_count
+from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
+from yolo_compress.prune.importance import importance_and_pruner
+from yolo_compress.prune.settings import PruneSettings
+
+LOGGER = logging.getLogger(__name__)
+
+# per-layer cap on the removed share: above it tiny layers (16 channels in YOLOv8n) would round to nothing
+MAX_LAYER_RATIO = 0.9
+# ratio increment per step when searching a speed_up; with round_to=8 YOLOv8n widths move in jumps of 8 channels,
+# so finer steps mostly change nothing
+SPEED_UP_STEP = 0.025
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What pruning did, in numbers a report can print.
+
+    Attributes:
+        params_before: parameters of the input model.
+        params_after: parameters of the pruned model.
+        gflops_before: GFLOPs at ``imgsz`` before pruning (Ultralytics' counter, as everywhere in yolo-compress).
+        gflops_after: GFLOPs at ``imgsz`` after pruning.
+        imgsz: input size the GFLOPs refer to.
+        seconds: wall time of swap + graph + pruning.
+        steps: iterative pruning steps actually run.
+        ratio: the pruning ratio asked of Torch-Pruning at the last step (per group, or overall when global).
+        importance: name of the criterion.
+        global_pruning: whether channels were ranked across layers.
+        channels_removed: share of conv output channels outside the head actually removed. With ``round_to`` it
+            exceeds ``ratio`` on narrow layers, because Torch-Pruning rounds the kept channels down.
+    """
+
+    params_before: int
+    params_after: int
+    gflops_before: float
+    gflops_after: float
+    imgsz: int
+    seconds: float
+    steps: int
+    ratio: float
+    importance: str
+    global_pruning: bool
+    channels_removed: float
+
+    @property
+    def speed_up(self) -> float:
+        """GFLOPs reduction factor, before / after (> 1 when pruning removed work)."""
+        return self.gflops_before / self.gflops_after if self.gflops_after else float("inf")
+
+    @property
+    def params_ratio(self) -> float:
+        """Share of parameters kept, after / before."""
+        return self.params_after / self.params_before if self.params_before else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for checkpoints and the manifest."""
+        return {**asdict(self), "speed_up": self.speed_up}
+
+
+def _trace_input(model: nn.Module, imgsz: int) -> torch.Tensor:
+    """A dummy batch, ``2 * stride`` pixels square: tracing is cheap and the graph does not depend on the size.
+
+    Raises:
+        CompressError: ``imgsz`` is not a positive multiple of the stride.
+    """
+    stride = int(max(getattr(model, "stride", torch.tensor([32])).max(), 32))
+    if imgsz <= 0 or imgsz % stride:
+        raise CompressError(f"image size {imgsz} must be a positive multiple of the model stride {stride}, e.g. 640")
+    channels = int(getattr(model, "yaml", {}).get("channels", 3))
+    return torch.zeros(1, channels, 2 * stride, 2 * stride, device=next(model.parameters()).device)
+
+
+def _ratio_schedule(settings: PruneSettings, steps: int | None) -> list[float]:
+    """Cumulative pruning ratio after each step (index 0 = before the first step), as Torch-Pruning expects.
+
+    ``factor``: linear to ``factor`` in ``steps`` (default 1). A speed-up: the first step jumps to a safe
+    fraction of the ratio uniform pruning would need (GFLOPs scale with in x out channels, so about
+    ``1 - 1/sqrt(speed_up)``), then steps of 2.5 points up to the 90% cap keep the overshoot small.
+    """
+    if settings.factor is not None:
+        n = steps or 1
+        return [settings.factor * i / n for i in range(n + 1)]
+    start = (0.5 if settings.is_global else 0.75) * (1 - settings.target_speed_up**-0.5)
+    n = steps or max(1, math.ceil((MAX_LAYER_RATIO - start) / SPEED_UP_STEP))
+    return [0.0] + [start + (MAX_LAYER_RATIO - start) * i / n for i in range(n + 1)]
+
+
+def _prunable_channels(model: nn.Module) -> int:
+    """Output channels of all convolutions outside the head (BatchNorms may be fused away)."""
+    head = head_module_ids(model)
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in head)
+
+
+def _refresh_layer_attrs(model: nn.Module) -> None:
+    """Update bookkeeping that Ultralytics reads after pruning: per-layer ``np`` and ``C2fChunkFree.c``."""
+    for layer in getattr(model, "model", []):
+        if hasattr(layer, "np"):
+            layer.np = param_count(layer)
+    for m in model.modules():
+        if isinstance(m, C2fChunkFree):
+            m.c = m.cv1.conv.out_channels
+
+
+def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = None,
+                iterative_steps: int | None = None) -> tuple[nn.Module, PruneResult]:
+    """Remove channels from a YOLOv8 detector or classifier with DepGraph, by share of channels or to a GFLOPs target.
+
+    The input model is not modified: a float32 copy is swapped (C2f -> C2fChunkFree), traced and pruned. The
+    returned model is trainable (``requires_grad=True`` except the fixed DFL conv) and in ``eval()`` mode.
+
+    Args:
+        model: a ``DetectionModel`` or ``ClassificationModel`` (e.g. ``YOLO(...).model``).
+        imgsz: the input size GFLOPs refer to (a multiple of the stride).
+        settings: target and criterion (default: ``PruneSettings()``, i.e. 2x fewer GFLOPs by global |gamma|).
+        iterative_steps: for ``factor``, steps up to it (default 1, one shot); for a speed-up, the steps after the
+            first from its estimate to 90% (default: steps of 2.5 points, importance re-estimated each step).
+
+    Returns:
+        (tuple[nn.Module, PruneResult]): the pruned model and the numbers before/after.
+
+    Raises:
+        CompressError: a model of another task or with nothing prunable, a bad image size, or a speed-up that the
+            per-layer cap of 90% removed channels cannot reach.
+
+    Example:
+        >>> from ultralytics import YOLO
+        >>> pruned, result = prune_model(YOLO("yolov8n.yaml").model, 640, PruneSettings(factor=0.5, importance="l2"))
+        >>> round(result.speed_up, 1)
+        2.3
+    """
+    settings = settings or PruneSettings()
+    if iterative_steps is not None and iterative_steps < 1:
+        raise CompressError(f"iterative_steps={iterative_steps} must be at least 1")
+    check_task(model)
+    t0 = time.perf_counter()
+    model = deepcopy(model).float()
+    inputs = _trace_input(model, imgsz)
+    imp, pruner_cls = importance_and_pruner(settings.importance)
+    schedule = _ratio_schedule(settings, iterative_steps)
+    top, target = schedule[-1], settings.target_speed_up
+
+    params_before, gflops_before = param_count(model), gflops(model, imgsz)
+    channels_before = _prunable_channels(model)
+    swap_c2f_(model)
+    for p in model.parameters():
+        p.requires_grad_(True)  # a frozen graph traces to nothing
+    heads = [m for m in model.modules() if isinstance(m, head_types())]  # their submodules follow
+    with torch.enable_grad():
+        pruner = pruner_cls(
+            model, inputs, importance=imp, global_pruning=settings.is_global, pruning_ratio=top,
+            max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=len(schedule) - 1, ignored_layers=heads,
+            round_to=settings.round_to, iterative_pruning_ratio_scheduler=lambda r, _n: [r * x / top for x in schedule],
+            # fresh dicts: Torch-Pruning fills these defaults in place, sharing them across pruners
+            in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
+        )
+    if pruner.initial_total_channels == 0:
+        raise CompressError("the model has no prunable channels outside its head; pass a YOLOv8 detector or "
+                            "classifier (backbone of Conv/C2f/SPPF layers)")
+
+    done, flops, params = 0, gflops_before, param_count(model)
+    for _ in range(len(schedule) - 1):
+        pruner.step()
+        done += 1
+        if target is not None and param_count(model) != params:  # unchanged widths: skip the count
+            flops, params = gflops(model, imgsz), param_count(model)
+            LOGGER.debug("step %d, ratio %.3f: %.3f GFLOPs (%.2fx)", done, schedule[done], flops, gflops_before / flops)
+            if gflops_before / flops >= target:
+                break
+    if target is None:
+        flops = gflops(model, imgsz)
+    elif gflops_before / flops < target:
+        raise CompressError(f"speed_up={target} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} of every "
+                            f"group's channels gives {gflops_before / flops:.2f}x; ask for less"
+                            + ("" if settings.is_global else ", or rank channels across layers (--global-pruning)"))
+
+    from ultralytics.nn.modules.block import DFL
+
+    for m in model.modules():
+        if isinstance(m, DFL):
+            m.requires_grad_(False)  # as Ultralytics builds it: fixed projection
+    _refresh_layer_attrs(model)
+    model.eval()
+    result = PruneResult(
+        params_before=params_before, params_after=param_count(model), gflops_before=gflops_before,
+        gflops_after=flops, imgsz=imgsz, seconds=time.perf_counter() - t0, steps=done,
+        ratio=float(schedule[done]), importance=settings.importance, global_pruning=settings.is_global,
+        channels_removed=1 - _prunable_channels(model) / max(channels_before, 1),
+    )
+    LOGGER.info("pruned by %s (%s): %.1f%% of channels, params %d -> %d, GFLOPs %.3f -> %.3f (%.2fx) in %.1fs",
+                settings.importance, "global" if settings.is_global else "per layer", 100 * result.channels_removed,
+                result.params_before, result.params_after, gflops_before, flops, result.speed_up, result.seconds)
+    return model, result

@@ -1,0 +1,30 @@
+"""The pipeline's ``compare`` stage: one row per stage's weights, written as ``compare.md/.csv/.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yolo_compress.report.compare import compare
+from yolo_compress.report.render import report_paths, write_report
+from yolo_compress.stage import Stage
+
+
+class CompareStage(Stage):
+    """Measure every stage's weights the same way (accuracy, size, interleaved latency)."""
+
+    name = "compare"
+
+    def enabled(self) -> bool:
+        return self.ctx.config.run.compare
+
+    def sources(self, done: dict[str, Path]) -> dict[str, Path]:
+        return dict(done)
+
+    def outputs(self) -> dict[str, Path]:
+        return report_paths(self.ctx.out)
+
+    def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        rows = [r.flat() for r in compare(list(sources.values()), self.ctx.data, self.ctx.imgsz, names=list(sources))]
+        write_report(rows, self.ctx.out)
+        return {"rows": rows}
