@@ -1,7 +1,7 @@
-"""Sparse (network-slimming) training: the module-keeping trainer plus a proximal L1 pull on BatchNorm scales.
+"""Sparse (network-slimming) training: the module-keeping trainer, freeing the planned channels as it trains.
 
-The maths (``soft_threshold_``, ``ShrinkSchedule``, statistics) is in ``yolo_compress.sparse``; this is the seam.
-Checked against Ultralytics 8.4.190 (``BaseTrainer.save_metrics``, the ``on_train_start``/``on_train_end``
+The maths (plan, shrink schedule, statistics) is in ``yolo_compress.sparse`` and ``yolo_compress.prune``; this is
+the seam. Checked against Ultralytics 8.4.190 (``BaseTrainer.save_metrics``, the ``on_train_start``/``on_train_end``
 callbacks).
 """
 
@@ -10,71 +10,63 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_compress.patches.trainers import KeepModule, ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
-from yolo_compress.sparse import (
-    ShrinkSchedule,
-    SparseSettings,
-    gamma_stats,
-    prunable_batchnorms,
-    save_gamma_histogram,
-    soft_threshold_,
-)
+from yolo_compress.sparse import SparseSettings, gamma_stats, save_gamma_histogram, scale_channels_, shrink_factor
 
 LOGGER = logging.getLogger(__name__)
 HISTOGRAM_NAME = "bn_gamma_hist.png"
+ZERO = 1e-2  # |gamma| below this shows as "zero" in the histogram's title
 
 
 class SparseTraining(KeepModule):
-    """Train while pulling every prunable BatchNorm scale towards zero (Liu et al., arXiv:1708.06519).
+    """Train while the planned channels' BatchNorm scale and shift shrink to exactly zero (network slimming).
 
-    After each optimizer step (:meth:`after_optimizer_step`) the scales are soft-thresholded by the share of
-    ``shrink`` that the run's progress makes due (:class:`~yolo_compress.sparse.ShrinkSchedule`), so the whole
-    budget is spent by the last batch, whatever the optimizer, epochs or batch size. The EMA then follows.
+    ``sparse_plan`` (BatchNorm name -> channel indices, plain data in ``args``) comes from
+    ``yolo_compress.prune.plan_channels``. After each optimizer step (:meth:`after_optimizer_step`) the planned
+    parameters are scaled so their magnitude follows ``shrink_factor(progress, zero_at)``: the optimizer may move
+    them in between, but from ``zero_at`` of the run on they are exactly zero, in the EMA too.
 
-    Settings (``SparseSettings``, passed as ``YOLO.train`` keywords and kept in ``self.args``): ``shrink``,
-    ``gamma_threshold``. Each epoch adds the columns ``sparse/shrink`` (pull applied so far) and
-    ``sparse/gamma_zero`` (share of scales below ``gamma_threshold``) to ``results.csv`` and logs them; at the
-    end ``bn_gamma_hist.png`` (final EMA scales) is written to ``save_dir``.
+    Each epoch adds ``sparse/kept`` (the share of their magnitude the freed channels may still have) and
+    ``sparse/zero`` (share of freed channels already at zero) to ``results.csv``; at the end ``bn_gamma_hist.png``
+    (final EMA scales) is written to ``save_dir``.
     """
 
     settings_cls = SparseSettings
+    extra_keys = ("sparse_plan",)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._bns: list[torch.nn.BatchNorm2d] | None = None
-        self._bns_of: int | None = None
-        self.schedule = ShrinkSchedule(self.settings.shrink)
+        self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
+        self._factor = 1.0
         self.add_callback("on_train_start", _start_schedule)
         self.add_callback("on_train_end", _write_histogram)
 
-    def sparse_batchnorms(self) -> list[torch.nn.BatchNorm2d]:
-        """Prunable BatchNorms of the trained module, found once per model object (the head is excluded)."""
-        model = unwrap_model(self.model)
-        if self._bns is None or self._bns_of != id(model):
-            self._bns, self._bns_of = prunable_batchnorms(model), id(model)
-        return self._bns
-
     def after_optimizer_step(self) -> None:
-        """Soft-threshold the scales by what the schedule makes due at this point of the run."""
-        soft_threshold_(self.sparse_batchnorms(), self.schedule.due(self.progress()))
+        """Shrink the planned channels to the magnitude the schedule allows at this point of the run."""
+        factor = shrink_factor(self.progress(), self.settings.zero_at)
+        ratio = factor / self._factor if self._factor > 0 else 0.0
+        scale_channels_(unwrap_model(self.model), self.plan, ratio)
+        if self.ema:  # the EMA (what checkpoints hold) shrinks alike, or it would lag behind the zeros
+            scale_channels_(self.ema.ema, self.plan, ratio)
+        self._factor = factor
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
         """Append the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
-        stats = gamma_stats(self.sparse_batchnorms(), self.settings.gamma_threshold)
-        LOGGER.info("sparsity epoch %d: pulled %.3f of %.3f, %.1f%% of %d BN scales below %g (mean |gamma| %.3f)",
-                    self.epoch + 1, self.schedule.applied, self.schedule.total, 100 * stats.share_below, stats.n,
-                    stats.threshold, stats.mean_abs)
-        columns = {"sparse/shrink": self.schedule.applied, "sparse/gamma_zero": stats.share_below}
-        super().save_metrics({**metrics, **columns})
+        modules = dict(unwrap_model(self.model).named_modules())
+        freed = sum(len(c) for c in self.plan.values())
+        zero = sum(int((modules[n].weight.detach()[c] == 0).sum()) for n, c in self.plan.items())
+        share = zero / freed if freed else 0.0
+        LOGGER.info("sparsity epoch %d: %d channels being freed, at %.0f%% of their magnitude, %.0f%% at zero",
+                    self.epoch + 1, freed, 100 * self._factor, 100 * share)
+        super().save_metrics({**metrics, "sparse/kept": self._factor, "sparse/zero": share})
 
 
 def _start_schedule(trainer: SparseTraining) -> None:
-    """On a resumed run, the share of the budget due at the resumed epoch was already applied."""
-    trainer.schedule = ShrinkSchedule(trainer.settings.shrink, start=trainer.progress())
+    """A resumed run's planned channels are already as small as the schedule wanted at the resumed epoch."""
+    trainer._factor = shrink_factor(trainer.progress(), trainer.settings.zero_at)
 
 
 def _write_histogram(trainer: SparseTraining) -> None:
@@ -83,7 +75,8 @@ def _write_histogram(trainer: SparseTraining) -> None:
         return
     model = trainer.ema.ema if getattr(trainer, "ema", None) else unwrap_model(trainer.model)
     try:
-        save_gamma_histogram(model, trainer.save_dir / HISTOGRAM_NAME, trainer.settings.gamma_threshold)
+        save_gamma_histogram(model, trainer.save_dir / HISTOGRAM_NAME, ZERO)
+        LOGGER.info("sparsity: %s", gamma_stats(model, ZERO))
     except (OSError, ValueError, RuntimeError) as e:  # a plot must never fail a finished training
         LOGGER.warning("could not write the BN gamma histogram: %s", e)
 

@@ -14,9 +14,9 @@ import yaml
 import yolo_compress  # noqa: F401  (offline runtime settings before Ultralytics is used)
 from yolo_compress.checkpoint import save_checkpoint
 from yolo_compress.data.synthetic import make_shapes_dataset
-from yolo_compress.distill import Distiller, FeatureRecorder, OutputHook, cosine_factor
+from yolo_compress.distill import Distiller, DistillSettings, FeatureRecorder, OutputHook
 from yolo_compress.errors import CompressError
-from yolo_compress.patches.distill import DistillationTrainer, DistillSettings
+from yolo_compress.patches.distill import DistillationTrainer, DistillCriterion
 
 IMGSZ = 64
 
@@ -90,16 +90,21 @@ def test_recorder_hook_is_picklable_and_names_are_checked():
 
 
 # ---- distiller ----------------------------------------------------------------------------------------------------
-def test_cosine_factor():
-    assert cosine_factor(0.0) == pytest.approx(1.0)
-    assert cosine_factor(0.5) == pytest.approx(0.55)
-    assert cosine_factor(1.0) == pytest.approx(0.1)
-    assert cosine_factor(2.0, final=0.0) == pytest.approx(0.0)
+def test_weight_schedule_warms_up_then_holds_or_decays():
+    s = DistillSettings(distill_warmup=0.2)
+    assert [s.factor(p) for p in (0.0, 0.1, 0.2, 0.6, 1.0)] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
+    c = DistillSettings(distill_warmup=0.0, distill_schedule="cosine", distill_final=0.1)
+    assert [c.factor(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert c.factor(2.0) == pytest.approx(0.1)  # clamped
+
+
+def settings(**kw) -> DistillSettings:
+    return DistillSettings(**{"distill_layers": (15, 18, 21), **kw})
 
 
 @pytest.mark.parametrize("loss", ["cwd", "mgd+kd"])
 def test_distiller_losses_and_gradients(student, teacher, loss):
-    distiller = Distiller(student, teacher, layers=(15, 18, 21), loss=loss)
+    distiller = Distiller(student, teacher, settings(loss=loss))
     assert all(not n.startswith("teacher") for n, _ in distiller.named_parameters())
     assert not any(p.requires_grad for p in teacher.parameters())
     img = torch.rand(2, 3, IMGSZ, IMGSZ)
@@ -117,7 +122,7 @@ def test_distiller_losses_and_gradients(student, teacher, loss):
 
 
 def test_distiller_computes_in_float32_under_autocast(student, teacher):
-    distiller = Distiller(student, teacher, layers=(15, 18, 21), loss="mgd+kd")
+    distiller = Distiller(student, teacher, settings(loss="mgd+kd"))
     img = torch.rand(2, 3, IMGSZ, IMGSZ)
     with distiller, torch.autocast("cpu", dtype=torch.bfloat16):
         preds = student(img)
@@ -130,7 +135,7 @@ def test_distiller_zero_when_student_is_teacher(teacher):
     twin = copy.deepcopy(teacher).train()
     for p in twin.parameters():
         p.requires_grad_(True)
-    distiller = Distiller(twin, teacher, layers=(15, 18, 21), loss="cwd+kd", kd_box=True)
+    distiller = Distiller(twin, teacher, settings(loss="cwd+kd", kd_box=True, kd_box_min=0.0))
     twin.eval()  # same BN statistics as the teacher, so features and logits are identical
     img = torch.rand(2, 3, IMGSZ, IMGSZ)
     with distiller:
@@ -145,13 +150,13 @@ def test_teacher_runs_only_to_deepest_hooked_layer(student, teacher):
     for i in (8, 9, 21):
         teacher.model[i].register_forward_hook(lambda m, a, o, i=i: calls.append(i))
     img = torch.rand(1, 3, IMGSZ, IMGSZ)
-    distiller = Distiller(student, teacher, layers=(6, 8), loss="cwd")
+    distiller = Distiller(student, teacher, settings(loss="cwd", distill_layers=(6, 8)))
     calls.clear()
     with distiller:
         student(img)
         distiller(img)
     assert calls == [8]
-    distiller = Distiller(student, teacher, layers=(6, 8), loss="cwd+kd")
+    distiller = Distiller(student, teacher, settings(loss="cwd+kd", distill_layers=(6, 8)))
     calls.clear()
     with distiller:
         distiller(img, student(img))
@@ -161,14 +166,14 @@ def test_teacher_runs_only_to_deepest_hooked_layer(student, teacher):
 @pytest.mark.parametrize("layers", [(10,), (22,), (99,)])
 def test_distiller_rejects_layers_without_cv2(student, teacher, layers):
     with pytest.raises(CompressError, match="no 'cv2'"):
-        Distiller(student, teacher, layers=layers, loss="cwd")
+        Distiller(student, teacher, settings(loss="cwd", distill_layers=layers))
 
 
 def test_distiller_pairs_chunk_free_c2f(student, teacher):
     from yolo_compress.pruning.c2f import swap_c2f_
 
     swap_c2f_(student)
-    distiller = Distiller(student, teacher, loss="cwd")
+    distiller = Distiller(student, teacher, settings(loss="cwd", distill_layers=(6, 8, 12, 15, 18, 21)))
     img = torch.rand(2, 3, IMGSZ, IMGSZ)
     with distiller:
         student(img)
@@ -177,20 +182,20 @@ def test_distiller_pairs_chunk_free_c2f(student, teacher):
 
 # ---- trainer: bad input before training, DDP rebuild --------------------------------------------------------------
 def test_trainer_rejects_bad_input(data_yaml, teacher_pt, tmp_path):
-    with pytest.raises(CompressError, match="distill_loss"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss="at"))
+    with pytest.raises(CompressError, match="loss='at' is not supported"):
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="at"))
     with pytest.raises(CompressError, match="not found"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
     with pytest.raises(CompressError, match="no 'cv2'"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_layers=[6, 10]))
-    with pytest.raises(CompressError, match="distill_schedule"):
+    with pytest.raises(CompressError, match="distill_schedule='step' is not supported"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
     other = save_checkpoint(detection_model("yolov8n.yaml", 2), tmp_path / "nc2.pt")
     with pytest.raises(CompressError, match="2 classes"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, other, tmp_path))
     bad = tmp_path / "junk.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CompressError, match="not a YOLO checkpoint"):
+    with pytest.raises(CompressError, match="not a loadable YOLO checkpoint"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, bad, tmp_path))
 
 
@@ -199,11 +204,12 @@ def test_trainer_rebuilt_from_args_distils_the_same(data_yaml, teacher_pt, tmp_p
     from ultralytics.utils import DEFAULT_CFG_DICT
 
     first = DistillationTrainer(overrides=trainer_overrides(
-        data_yaml, teacher_pt, tmp_path, distill_loss="mgd+kd", distill_layers="12,15", kd_tau=2.0, mgd_lambda=0.5))
+        data_yaml, teacher_pt, tmp_path, loss="mgd+kd", distill_layers="12,15", kd_tau=2.0, mgd_lambda=0.5))
     cfg = {**DEFAULT_CFG_DICT, "save_dir": ""}
     second = DistillationTrainer(cfg=cfg, overrides=dict(vars(first.args)))
     assert second.settings == first.settings
-    assert first.settings.layers == (12, 15) and first.settings.loss == "mgd+kd" and first.settings.kd_tau == 2.0
+    assert first.settings.distill_layers == (12, 15) and first.settings.loss == "mgd+kd"
+    assert first.settings.kd_tau == 2.0
     for trainer in (first, second):
         trainer.model = copy.deepcopy(pristine["n"])
         trainer.setup_model()
@@ -212,21 +218,24 @@ def test_trainer_rebuilt_from_args_distils_the_same(data_yaml, teacher_pt, tmp_p
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert [type(m).__name__ for m in a.connectors.values()] == ["MGDConnector", "MGDConnector"]
     assert a.connectors["model_12_cv2"].lambda_mgd == b.connectors["model_12_cv2"].lambda_mgd == 0.5
-    assert a.head_kd is not None and a.head_kd.cls_kd.tau == b.head_kd.cls_kd.tau == 2.0
+    assert a.head_kd is not None and a.head_kd.tau == b.head_kd.tau == 2.0
 
 
 @pytest.mark.parametrize("loss", ["cwd", "mgd"])
 def test_adapters_are_trained_from_the_first_step(data_yaml, teacher_pt, tmp_path, student, loss):
-    trainer = DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss=loss))
+    trainer = DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss=loss,
+                                                              distill_warmup=0.0))
     trainer.model = student
     trainer._setup_train()
+    trainer.run_callbacks("on_train_start")  # hooks and criterion, as the training loop does after setup
     try:
         adapter_ids = {id(p) for p in trainer.distiller.parameters()}
         assert adapter_ids <= {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
         assert not any(k.startswith(("connectors", "teacher")) for k in trainer.ema.ema.state_dict())
         before = copy.deepcopy(trainer.distiller.state_dict())
-        trainer.epoch = 0  # as the epoch loop does before _model_train
+        trainer.run_callbacks("on_train_epoch_start")
         trainer._model_train()
+        trainer.run_callbacks("on_train_batch_start")
         batch = trainer.preprocess_batch(next(iter(trainer.train_loader)))
         loss_vec, items = trainer.model(batch)
         assert f"{loss}_loss" in items and loss_vec.numel() == len(items)
@@ -236,7 +245,7 @@ def test_adapters_are_trained_from_the_first_step(data_yaml, teacher_pt, tmp_pat
         changed = [k for k in before if k.endswith("weight") and not torch.equal(before[k], after[k])]
         assert changed, "no adapter weight changed after one optimizer step"
     finally:
-        trainer._detach_distiller()
+        trainer.run_callbacks("teardown")
     assert all(len(m._forward_hooks) == 0 for m in trainer.model.modules())
     assert type(trainer.model.criterion).__name__ == "v8DetectionLoss"
 
@@ -262,7 +271,8 @@ def test_one_epoch_training_writes_plain_student_checkpoints(data_yaml, teacher_
 
     model = YOLO("yolov8n.yaml")
     model.add_callback("on_train_batch_end", on_batch_end)
-    overrides = trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_loss="cwd+kd")
+    overrides = trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd+kd",
+                                  distill_layers=[6, 8, 12, 15, 18, 21])
     overrides.update(device=device, amp=device != "cpu")
     model.train(trainer=DistillationTrainer, **overrides)
     trainer = model.trainer
@@ -286,28 +296,30 @@ def test_one_epoch_training_writes_plain_student_checkpoints(data_yaml, teacher_
 
 
 def test_settings_parse_cli_strings():
-    class Args:
-        teacher, distill_loss, distill_layers = __file__, "CWD+KD", "[6, 8]"
-        distill_weight = kd_weight = kd_tau = cwd_tau = 1.0
-        mgd_alpha, mgd_lambda, distill_schedule, distill_final, kd_box = 2e-5, 0.65, "constant", 0.1, "False"
-
-    s = DistillSettings.from_args(Args)
-    assert s.layers == (6, 8) and s.loss == "cwd+kd" and s.kd_box is False
+    s = DistillSettings(loss="cwd+kd", distill_layers="[6, 8]", kd_box=False)
+    assert s.distill_layers == (6, 8) and s.feature == "cwd" and s.use_kd and s.kd_box is False
+    assert DistillSettings(loss="kd").feature is None
+    with pytest.raises(CompressError, match="integers"):
+        DistillSettings(distill_layers="6,x")
 
 
-def test_criterion_schedule_over_run_and_epoch():
-    from yolo_compress.patches.distill import DistillCriterion
+def test_criterion_weights_follow_progress():
+    class Base:
+        def __call__(self, preds, batch):
+            return torch.tensor([1.0, 2.0, 3.0]), {"box": torch.tensor(1.0)}
 
-    crit = DistillCriterion(base=None, distiller=None, weights={}, schedule="cosine", final=0.1)
-    crit.start_epoch(0, epochs=2, batches=4)
-    assert crit.factor() == pytest.approx(1.0)
-    crit.start_epoch(1, epochs=2, batches=4)
-    assert crit.factor() == pytest.approx(0.55)  # half-way through the run
-    crit.step = 4
-    assert crit.factor() == pytest.approx(0.1)
-    crit = DistillCriterion(base=None, distiller=None, weights={}, schedule="cosine_epoch", final=0.1)
-    crit.start_epoch(1, epochs=2, batches=4)
-    assert crit.factor() == pytest.approx(1.0)  # restarts each epoch
-    crit.step = 2
-    assert crit.factor() == pytest.approx(0.55)
+    class Losses:
+        def __call__(self, img, preds):
+            return {"cwd_loss": torch.tensor(2.0), "kd_loss": torch.tensor(4.0)}
+
+    progress = [0.1]
+    crit = DistillCriterion(Base(), Losses(), DistillSettings(loss="cwd+kd", distill_weight=0.5, kd_weight=2.0,
+                                                              distill_warmup=0.2), lambda: progress[0])
+    batch = {"img": torch.zeros(3, 3, 8, 8)}
+    loss, items = crit(None, batch)
+    # half-way through the warm-up: factor 0.5; items per image, loss vector entries times the batch size
+    assert float(items["cwd_loss"]) == pytest.approx(0.5 * 0.5 * 2.0) and float(items["kd_loss"]) == pytest.approx(4)
+    assert loss.tolist() == pytest.approx([1.0, 2.0, 3.0, 0.5 * 3, 4.0 * 3])
+    progress[0] = 0.9
+    assert float(crit(None, batch)[1]["kd_loss"]) == pytest.approx(8.0)
     assert copy.deepcopy({"c": crit})["c"] is None  # never copied into an EMA

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolo_compress.distill.adapters import CWDConnector, MGDConnector
-from yolo_compress.losses import ChannelWiseDivergence, DetectKD, LogitKD, MGDLoss
+from yolo_compress.distill.connectors import CWDConnector, MGDConnector
+from yolo_compress.distill.losses import ChannelWiseDivergence, DetectKD, LogitKD, MGDLoss
 
 
 def cwd_reference(s: torch.Tensor, t: torch.Tensor, tau: float) -> float:
@@ -41,7 +41,7 @@ def test_cwd_hand_computed_2x2():
     t = torch.zeros(1, 1, 2, 2)
     expected = 0.75 * math.log(2) + 0.25 * math.log(0.4)  # sum 1/4 * log((1/4) / s_i) = 0.290788
     assert float(ChannelWiseDivergence(tau=1.0)(s, t)) == pytest.approx(expected, abs=1e-6)
-    assert float(ChannelWiseDivergence(tau=1.0, loss_weight=3.0)(s, t)) == pytest.approx(3 * expected, abs=1e-6)
+    assert float(ChannelWiseDivergence(tau=2.0)(s * 2, t)) == pytest.approx(4 * expected, abs=1e-6)  # tau^2
 
 
 @pytest.mark.parametrize("tau", [1.0, 2.0, 4.0])
@@ -101,30 +101,55 @@ def test_kd_sigmoid_hand_computed():
     assert float(LogitKD(mode="sigmoid", dim=1)(s2, t2)) == pytest.approx(bernoulli_kl(0.5, 0.75) / 2, abs=1e-6)
 
 
-def test_kd_weighted_mean():
-    s = torch.tensor([[[math.log(3), 0.0]]])  # (1, K=1, A=2): anchor 0 differs, anchor 1 equal
-    t = torch.zeros(1, 1, 2)
-    kd = LogitKD(mode="sigmoid", dim=1)
-    assert float(kd(s, t, weight=torch.tensor([[1.0, 0.0]]))) == pytest.approx(bernoulli_kl(0.5, 0.75), abs=1e-6)
-    assert float(kd(s, t, weight=torch.tensor([[0.0, 1.0]]))) == pytest.approx(0.0, abs=1e-7)
+def detect_kd_reference(scores_s, scores_t, boxes_s, boxes_t, tau, reg_max, q_min):
+    """DetectKD written out with loops over anchors, straight from the docstring's formula."""
+    n, nc, a = scores_s.shape
+    q = torch.sigmoid(scores_t).amax(1)  # (N, A)
+    cls = 0.0
+    for i in range(n):
+        for j in range(a):
+            for k in range(nc):
+                p_t, p_s = float(torch.sigmoid(scores_t[i, k, j] / tau)), float(torch.sigmoid(scores_s[i, k, j] / tau))
+                cls += bernoulli_kl(p_t, p_s)
+    cls /= max(float(q.sum()), 1.0)
+    num = den = 0.0
+    for i in range(n):
+        for j in range(a):
+            if q[i, j] < q_min:
+                continue
+            kl = 0.0
+            for side in range(4):
+                pt = F.softmax(boxes_t[i, side * reg_max:(side + 1) * reg_max, j] / tau, 0)
+                ps = F.softmax(boxes_s[i, side * reg_max:(side + 1) * reg_max, j] / tau, 0)
+                kl += float((pt * (pt / ps).log()).sum()) / 4
+            num, den = num + float(q[i, j]) * kl, den + float(q[i, j])
+    return tau**2 * (cls + (num / den if den else 0.0))
 
 
-def test_detect_kd_zero_on_equal_and_reference(pair):
+def test_detect_kd_zero_on_equal_and_reference():
     g = torch.Generator().manual_seed(1)
-    scores_s, scores_t = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
+    scores_s, scores_t = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g) * 2
     boxes_s, boxes_t = torch.randn(2, 16, 7, generator=g), torch.randn(2, 16, 7, generator=g)
-    kd = DetectKD(tau=2.0, reg_max=4)
+    kd = DetectKD(tau=2.0, reg_max=4, box_min_score=0.6)
     assert float(kd(scores_t, scores_t, boxes_t, boxes_t)) == pytest.approx(0.0, abs=1e-6)
-    p, q = torch.sigmoid(scores_t / 2), torch.sigmoid(scores_s / 2)
-    cls = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).sum(1).mean() * 4
-    pt, ps = F.softmax(boxes_t.view(2, 4, 4, 7) / 2, 2), F.softmax(boxes_s.view(2, 4, 4, 7) / 2, 2)
-    kl = (pt * (pt / ps).log()).sum(2)  # (2, 4, 7)
-    w = torch.sigmoid(scores_t).amax(1, keepdim=True).expand_as(kl)
-    box = (w * kl).sum() / w.sum() * 4
-    assert float(kd(scores_s, scores_t, boxes_s, boxes_t)) == pytest.approx(float(cls + box), rel=1e-5)
+    q = torch.sigmoid(scores_t).amax(1)
+    assert 0 < int((q >= 0.6).sum()) < q.numel()  # the box mask really selects some anchors and drops others
+    expected = detect_kd_reference(scores_s, scores_t, boxes_s, boxes_t, tau=2.0, reg_max=4, q_min=0.6)
+    assert float(kd(scores_s, scores_t, boxes_s, boxes_t)) == pytest.approx(expected, rel=1e-5)
+    no_box = detect_kd_reference(scores_s, scores_t, boxes_s, boxes_t * 0 + boxes_s, tau=2.0, reg_max=4, q_min=0.6)
     assert float(DetectKD(tau=2.0, reg_max=4, box=False)(scores_s, scores_t, boxes_s, boxes_t)) == pytest.approx(
-        float(cls), rel=1e-5
-    )
+        no_box, rel=1e-5)
+
+
+def test_detect_kd_class_term_is_normalised_by_teacher_score_mass():
+    """Doubling the background (anchors the teacher scores ~0, student agrees) must not dilute the class term."""
+    g = torch.Generator().manual_seed(2)
+    fg_s, fg_t = torch.randn(1, 2, 5, generator=g), torch.randn(1, 2, 5, generator=g) + 3
+    bg = torch.full((1, 2, 500), -12.0)
+    kd = DetectKD(box=False)
+    small = kd(torch.cat([fg_s, bg], 2), torch.cat([fg_t, bg], 2))
+    large = kd(torch.cat([fg_s, bg, bg], 2), torch.cat([fg_t, bg, bg], 2))
+    assert float(large) == pytest.approx(float(small), rel=1e-3)
 
 
 def test_kd_rejects_bad_mode():

@@ -1,22 +1,25 @@
-"""BN-L1 sparsity: the subgradient math, the AMP-independent optimizer step, and a short sparse training."""
+"""Sparse training: the plan, the shrink schedule, one optimizer step under SGD and AdamW, and exact pruning after it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
-from yolo_compress.pruning.sparsity import (
-    bn_l1_,
+from yolo_compress.prune import PruneSettings, plan_channels, prune_model, swap_c2f_
+from yolo_compress.sparse import (
+    SparseSettings,
     gamma_stats,
-    linear_sr,
     prunable_batchnorms,
     save_gamma_histogram,
+    scale_channels_,
+    shrink_factor,
 )
+
+NC = 4
 
 
 def _tiny_net(seed: int = 0) -> nn.Sequential:
@@ -27,19 +30,20 @@ def _tiny_net(seed: int = 0) -> nn.Sequential:
     return net
 
 
-def test_bn_l1_adds_sign_term_once():
-    bn = nn.BatchNorm2d(4)
-    with torch.no_grad():
-        bn.weight.copy_(torch.tensor([0.5, -2.0, 0.0, 1.0]))
-    assert bn_l1_([bn], 0.1) == 1  # no grad yet: the term alone
-    assert torch.equal(bn.weight.grad, torch.tensor([0.1, -0.1, 0.0, 0.1]))
-    bn.weight.grad = torch.tensor([1.0, 1.0, 1.0, 1.0])
-    bn_l1_([bn], 0.25)
-    assert torch.equal(bn.weight.grad, torch.tensor([1.25, 0.75, 1.0, 1.25]))
-    assert torch.equal(bn.bias.grad if bn.bias.grad is not None else torch.zeros(4), torch.zeros(4))
-    bn.weight.requires_grad_(False)
-    assert bn_l1_([bn], 0.25) == 0  # frozen scales are left alone
-    assert bn_l1_([nn.BatchNorm2d(2)], 0.0) == 0
+def test_shrink_factor_reaches_zero_at_zero_at():
+    assert [shrink_factor(p, 0.8) for p in (0.0, 0.4, 0.8, 1.0)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert shrink_factor(1.0, 1.0) == 0.0 and shrink_factor(-1.0, 0.5) == 1.0
+
+
+def test_scale_channels_touches_only_the_planned_scale_and_shift():
+    net = _tiny_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert scale_channels_(net, {"1": [0, 3]}, 0.5) == 2
+    w, b = net[1].weight.detach(), net[1].bias.detach()
+    assert torch.equal(w[[0, 3]], before["1.weight"][[0, 3]] * 0.5) and torch.equal(w[1:3], before["1.weight"][1:3])
+    scale_channels_(net, {"1": [0, 3]}, 0.0)
+    assert not w[[0, 3]].any() and not b[[0, 3]].any()  # exactly zero: the channel outputs act(0)
+    assert torch.equal(net[0].weight, before["0.weight"])
 
 
 def test_prunable_batchnorms_skip_detect_head():
@@ -53,11 +57,7 @@ def test_prunable_batchnorms_skip_detect_head():
     assert len(all_bns) - len(bns) == 12  # 3 levels x (2 box + 2 class) Conv+BN blocks in the v8 Detect head
 
 
-def test_linear_sr_and_stats(tmp_path: Path):
-    assert linear_sr(1e-2, None, 5, 10) == 1e-2
-    assert linear_sr(1e-2, 0.0, 0, 11) == pytest.approx(1e-2)
-    assert linear_sr(1e-2, 0.0, 5, 11) == pytest.approx(5e-3)
-    assert linear_sr(1e-2, 0.0, 10, 11) == pytest.approx(0.0)
+def test_stats_and_histogram(tmp_path: Path):
     bn = nn.BatchNorm2d(4)
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([0.001, -0.005, 0.5, 2.0]))
@@ -68,40 +68,55 @@ def test_linear_sr_and_stats(tmp_path: Path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _stub_trainer(net: nn.Module, scaler: torch.amp.GradScaler, sr: float) -> SparseTrainer:
-    """A SparseTrainer with only what ``optimizer_step`` reads: the real method on a hand-built object."""
+def _stub_trainer(net: nn.Module, optimizer: torch.optim.Optimizer, plan: dict, steps: int) -> SparseTrainer:
+    """A SparseTrainer with only what ``optimizer_step`` reads: the real methods on a hand-built object."""
     trainer = SparseTrainer.__new__(SparseTrainer)
-    trainer.args = SimpleNamespace(sr=sr, sr_final=None, sr_threshold=1e-2)
-    trainer.model, trainer.scaler, trainer.ema = net, scaler, None
-    trainer.optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    trainer.device, trainer.epoch, trainer.epochs = torch.device("cpu"), 0, 1
-    trainer._bns, trainer._bns_of = None, None
+    trainer.settings = SparseSettings(zero_at=0.5)
+    trainer.plan, trainer._factor = plan, 1.0
+    trainer.model, trainer.ema, trainer.optimizer = net, None, optimizer
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=False)
+    trainer.device = torch.device("cpu")
+    trainer._batches_done, trainer._batches_total = 0, steps
     return trainer
 
 
-def _one_step(amp: bool, sr: float) -> dict[str, torch.Tensor]:
-    net = _tiny_net()
-    trainer = _stub_trainer(net, torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=amp), sr)
-    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    loss = net(x).square().mean() * 0.01  # small: clip_grad_norm_(10) must not act
-    trainer.scaler.scale(loss).backward()
-    if amp:
-        assert trainer.scaler.get_scale() == 2.0**12 and net[1].weight.grad.abs().max() > 1  # really scaled
-    trainer.optimizer_step()
-    assert all(p.grad is None or not p.grad.any() for p in net.parameters())  # zero_grad ran
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_one_step_shrinks_the_planned_gammas_under_any_optimizer(optimizer):
+    """The pull does not go through the optimizer: after the step, under SGD and AdamW alike (which would rescale an
+    L1 subgradient to ~lr), the planned scales are the step's result times the schedule's ratio, the others as
+    the step left them."""
+    def step(plan: dict) -> torch.Tensor:
+        net = _tiny_net()
+        opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) if optimizer == "SGD"
+               else torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0))
+        trainer = _stub_trainer(net, opt, plan, steps=4)
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+        net(x).square().mean().backward()
+        trainer._batches_done = 1  # a quarter of the run, zero_at = 0.5: the freed channels keep half
+        trainer.optimizer_step()
+        assert all(p.grad is None or not p.grad.any() for p in net.parameters())  # zero_grad ran
+        return net[1].weight.detach().clone()
+
+    dense, sparse = step({}), step({"1": [1, 2, 5]})
+    torch.testing.assert_close(sparse[[1, 2, 5]], dense[[1, 2, 5]] * 0.5)
+    torch.testing.assert_close(sparse[[0, 3, 4, 6, 7]], dense[[0, 3, 4, 6, 7]])
 
 
-def test_sparsity_step_identical_with_and_without_amp_scaler():
-    sr = 0.05
-    plain, scaled = _one_step(amp=False, sr=sr), _one_step(amp=True, sr=sr)
-    for k in plain:
-        assert torch.equal(plain[k], scaled[k]), k  # power-of-two scale: unscaling is exact
-    # and the term is really there, in unscaled units: gamma moved by exactly lr * sr * sign(gamma) more
-    dense = _one_step(amp=True, sr=0.0)
-    gamma0 = _tiny_net().state_dict()["1.weight"]
-    torch.testing.assert_close(dense["1.weight"] - plain["1.weight"], 0.1 * sr * torch.sign(gamma0))
-    assert torch.equal(dense["0.weight"], plain["0.weight"])  # only BN scales get the term
+def test_plan_is_what_pruning_removes():
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False).eval()
+    swap_c2f_(model)
+    target = PruneSettings(speed_up=2.0, importance="group_norm")
+    plan, result = plan_channels(model, 64, target)
+    pruned, again = prune_model(model, 64, target)
+    before = sum(b.num_features for b in prunable_batchnorms(model))
+    after = sum(b.num_features for b in prunable_batchnorms(pruned))
+    modules = dict(model.named_modules())
+    assert result.speed_up == again.speed_up >= 2.0
+    assert sum(len(c) for n, c in plan.items() if modules[n] in prunable_batchnorms(model)) == before - after
+    assert all(max(c) < modules[n].num_features for n, c in plan.items())
 
 
 @pytest.fixture(scope="module")
@@ -111,29 +126,30 @@ def shapes_yaml(tmp_path_factory) -> Path:
     return make_shapes_dataset(tmp_path_factory.mktemp("sp") / "shapes", n_train=8, n_val=4, imgsz=64, seed=0)
 
 
-def _train(data: Path, project: Path, name: str, sr: float):
-    from ultralytics import YOLO
+def test_sparse_training_frees_channels_and_pruning_them_is_exact(shapes_yaml: Path, tmp_path: Path):
+    """After sparse training toward 2x, the default pruning removes exactly the zeroed channels: same outputs."""
+    from yolo_compress.checkpoint import load_model
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.models import build_from_yaml
+    from yolo_compress.sparse.stage import sparse_train
+    from yolo_compress.training import train_args
 
-    model = YOLO("yolov8n.yaml")
-    model.train(
-        trainer=SparseTrainer, data=str(data), epochs=1, imgsz=64, batch=4, nbs=4, workers=0, device="cpu",
-        optimizer="SGD", lr0=0.01, warmup_epochs=0, mosaic=0.0, amp=False, plots=False, val=False, seed=0,
-        deterministic=True, project=str(project), name=name, exist_ok=True, verbose=False, sr=sr, sr_threshold=0.999,
-    )
-    return model.trainer
+    data = resolve_data(shapes_yaml)
+    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    out = tmp_path / "sparse.pt"
+    args = train_args({"epochs": 2, "batch": 4, "plots": False, "val": False, "mosaic": 0.0, "seed": 0}, data, 64, out)
+    fitted = sparse_train(model, data, out, SparseSettings(zero_at=0.5), PruneSettings(speed_up=2.0), 64, args)
 
+    sparse = load_model(out).eval()
+    g = gamma_stats(sparse, 1e-6)
+    assert 0.2 < g.share_below < 0.7  # a real share of the channels is exactly zero
+    header, *rows = (fitted.run_dir / "results.csv").read_text().splitlines()
+    cols = dict(zip(header.split(","), rows[-1].split(",")))
+    assert float(cols["sparse/kept"]) == 0.0 and float(cols["sparse/zero"]) == 1.0
+    assert (tmp_path / f"sparse_{HISTOGRAM_NAME}").is_file()
 
-def test_short_sparse_training_shrinks_gammas(shapes_yaml: Path, tmp_path: Path):
-    dense = _train(shapes_yaml, tmp_path, "dense", sr=0.0)
-    sparse = _train(shapes_yaml, tmp_path, "sparse", sr=0.05)
-    g_dense = gamma_stats(prunable_batchnorms(dense.model), 0.999)
-    g_sparse = gamma_stats(prunable_batchnorms(sparse.model), 0.999)
-    # 2 Nesterov SGD steps at lr 0.01 from gamma = 1: the L1 pull moves every scale by ~2e-3, the loss ~1e-5
-    assert g_sparse.mean_abs < g_dense.mean_abs - 5e-4
-    assert g_sparse.share_below > g_dense.share_below
-    header, row = (sparse.save_dir / "results.csv").read_text().splitlines()[:2]
-    cols = dict(zip(header.split(","), row.split(",")))
-    assert float(cols["sparse/sr"]) == pytest.approx(0.05)
-    assert float(cols["sparse/gamma_below"]) == pytest.approx(g_sparse.share_below, abs=1e-5)
-    assert (sparse.save_dir / HISTOGRAM_NAME).is_file()
-    assert vars(sparse.args)["sr"] == 0.05  # kept in args: checkpoints during training and DDP carry it
+    pruned, result = prune_model(sparse, 64, PruneSettings(speed_up=2.0))
+    assert result.importance == "bn_scale" and result.global_pruning and result.speed_up >= 2.0
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x)[0], sparse(x)[0], atol=1e-4, rtol=1e-4)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
+TARGET_KEYS = ("factor", "speed_up", "round_to")  # the prune settings sparse training aims at
 
 
 class PruneModel:
@@ -81,18 +82,24 @@ class PruneModel:
         return self._trained(train_model(self.model, self.data, out, args, resume, require_resume=resume), out)
 
     def sparse_train(self, save_dir: str | Path = "weights/sparse.pt", resume: bool = False, **kwargs: Any) -> Path:
-        """Network slimming: train with a proximal L1 pull on the prunable BatchNorm scales (``SparseSettings``).
+        """Network slimming: free the channels a pruning target will remove, while training (``SparseSettings``).
 
-        Settings: ``shrink`` (total pull per scale over the stage), ``gamma_threshold``. The final epoch's weights
-        are saved (the sparsest), and the histogram of the scales next to them (``sparse_bn_gamma_hist.png``).
-        Other keywords go to Ultralytics.
+        Settings: the target as for :meth:`prune` (``factor`` or ``speed_up``, ``round_to``; default 2x fewer
+        GFLOPs), ``sparse_importance`` (how each layer's channels are ranked), ``zero_at`` (share of the run after
+        which they are exactly zero). The final epoch's weights are saved, and the histogram of the BatchNorm
+        scales next to them (``sparse_bn_gamma_hist.png``). Other keywords go to Ultralytics. Prune the result
+        with the same target and the default importance: exactly the freed channels go, at no accuracy cost.
         """
+        from yolo_compress.prune import PruneSettings
         from yolo_compress.sparse import SparseSettings
         from yolo_compress.sparse.stage import sparse_train
 
         settings, kwargs = _split(SparseSettings, kwargs)
+        target, kwargs = _split(PruneSettings, kwargs, only=TARGET_KEYS)
         out, args = self._prepare(save_dir, kwargs, SparseSettings)
-        return self._trained(sparse_train(self.model, self.data, out, settings, args, resume, resume), out)
+        imgsz = args["imgsz"]
+        return self._trained(sparse_train(self.model, self.data, out, settings, target, imgsz, args, resume, resume),
+                             out)
 
     def prune(self, save_dir: str | Path = "weights/prune.pt", **settings: Any) -> PruneResult:
         """Remove channels with DepGraph (head kept) and save the pruned checkpoint.
@@ -191,7 +198,8 @@ class PruneModel:
         """Check the output path and the Ultralytics keywords; build the train arguments."""
         out = output_path(save_dir, (self.weights, *extra_inputs))
         imgsz = kwargs.pop("imgsz", self.imgsz)
-        check_train_args(kwargs, extra=tuple(settings_cls.field_names()) if settings_cls else ())
+        extra = (*settings_cls.field_names(), *TARGET_KEYS) if settings_cls else ()
+        check_train_args(kwargs, extra=extra)
         return out, train_args(kwargs, self.data, imgsz, out)
 
     def _trained(self, fit: Any, out: Path) -> Path:
@@ -207,16 +215,18 @@ class PruneModel:
             yield YOLO(save_checkpoint(self.model, Path(tmp) / "model.pt"))
 
 
-def _split(cls: type[S], kwargs: dict[str, Any], rest_allowed: bool = True) -> tuple[S, dict[str, Any]]:
-    """Settings of ``cls`` from the keywords that name its fields; the rest (Ultralytics settings) returned.
+def _split(cls: type[S], kwargs: dict[str, Any], rest_allowed: bool = True,
+           only: tuple[str, ...] | None = None) -> tuple[S, dict[str, Any]]:
+    """Settings of ``cls`` from the keywords that name its fields (or the ``only`` ones); the rest returned.
 
     Raises:
         CompressError: a bad settings value, or (without ``rest_allowed``) a keyword that is no setting.
     """
     from yolo_compress.settings import check_known
 
+    names = list(only or cls.field_names())
     if not rest_allowed:
-        check_known(kwargs, cls.field_names(), what=f"{cls.__name__} key")
-    mine = {k: v for k, v in kwargs.items() if k in cls.field_names()}
+        check_known(kwargs, names, what=f"{cls.__name__} key")
+    mine = {k: v for k, v in kwargs.items() if k in names}
     return cls.from_mapping(mine), {k: v for k, v in kwargs.items() if k not in mine}
 

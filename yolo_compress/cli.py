@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     _training(sub, "train", "train or fine-tune, keeping the model's exact architecture")
-    _training(sub, "sparse", "sparse training: proximal L1 on BatchNorm scales (network slimming)", SparseSettings)
+    p = _training(sub, "sparse", "sparse training: free the channels a pruning target removes", SparseSettings)
+    PruneSettings.add_arguments(p, only=("factor", "speed_up", "round_to"))
     p = _training(sub, "distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", DistillSettings)
     p.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
 
@@ -182,9 +183,11 @@ def run(a: argparse.Namespace) -> None:
     if a.command == "train":
         print(pm.train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a)))
     elif a.command == "sparse":
+        from yolo_compress.api import TARGET_KEYS
         from yolo_compress.sparse import SparseSettings
 
-        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a, SparseSettings)))
+        target = {k: getattr(a, k) for k in TARGET_KEYS if getattr(a, k) is not None}
+        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a, SparseSettings), **target))
     elif a.command == "distill":
         from yolo_compress.distill import DistillSettings
 

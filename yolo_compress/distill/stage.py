@@ -41,7 +41,7 @@ def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, set
 
 
 class DistillStage(TrainingStage):
-    """Distil the pruned model from the unpruned one (the sparse model, else the baseline)."""
+    """Distil the pruned model from the unpruned baseline (the sparse model has already lost its freed channels)."""
 
     name = "distill"
 
@@ -51,7 +51,7 @@ class DistillStage(TrainingStage):
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         from_finetune = self.ctx.config.run.distill_from == "finetune" and "finetune" in done
         start = done["finetune"] if from_finetune else done["prune"]
-        return {"weights": start, "teacher": done.get("sparse", done["baseline"])}
+        return {"weights": start, "teacher": done["baseline"]}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), **self.ctx.config.distill_settings.to_dict(),

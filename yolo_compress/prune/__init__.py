@@ -1,8 +1,8 @@
 """Stage 2, channel pruning: settings, the exact C2f swap, the criteria table and the DepGraph pruner."""
 
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
-from yolo_compress.prune.pruner import PruneResult, prune_model
+from yolo_compress.prune.pruner import PruneResult, plan_channels, prune_model
 from yolo_compress.prune.settings import DEFAULT_SPEED_UP, IMPORTANCES, PruneSettings
 
-__all__ = ["DEFAULT_SPEED_UP", "IMPORTANCES", "C2fChunkFree", "PruneResult", "PruneSettings", "prune_model",
-           "swap_c2f_"]
+__all__ = ["DEFAULT_SPEED_UP", "IMPORTANCES", "C2fChunkFree", "PruneResult", "PruneSettings", "plan_channels",
+           "prune_model", "swap_c2f_"]

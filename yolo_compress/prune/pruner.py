@@ -97,6 +97,13 @@ def _trace_input(model: nn.Module, imgsz: int) -> torch.Tensor:
     return torch.zeros(1, channels, 2 * stride, 2 * stride, device=next(model.parameters()).device)
 
 
+def has_freed_channels(model: nn.Module) -> bool:
+    """True when sparse training zeroed channels: some prunable BatchNorm has a channel with scale and shift 0."""
+    from yolo_compress.sparse import prunable_batchnorms
+
+    return any(bool(((bn.weight == 0) & (bn.bias == 0)).any()) for bn in prunable_batchnorms(model))
+
+
 def _ratio_schedule(settings: PruneSettings, steps: int | None) -> list[float]:
     """Cumulative pruning ratio after each step (index 0 = before the first step), as Torch-Pruning expects.
 
@@ -107,7 +114,7 @@ def _ratio_schedule(settings: PruneSettings, steps: int | None) -> list[float]:
     if settings.factor is not None:
         n = steps or 1
         return [settings.factor * i / n for i in range(n + 1)]
-    start = (0.5 if settings.is_global else 0.75) * (1 - settings.target_speed_up**-0.5)
+    start = (0.5 if settings.global_pruning else 0.75) * (1 - settings.target_speed_up**-0.5)
     n = steps or max(1, math.ceil((MAX_LAYER_RATIO - start) / SPEED_UP_STEP))
     return [0.0] + [start + (MAX_LAYER_RATIO - start) * i / n for i in range(n + 1)]
 
@@ -138,7 +145,8 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     Args:
         model: a ``DetectionModel`` or ``ClassificationModel`` (e.g. ``YOLO(...).model``).
         imgsz: the input size GFLOPs refer to (a multiple of the stride).
-        settings: target and criterion (default: ``PruneSettings()``, i.e. 2x fewer GFLOPs by global |gamma|).
+        settings: target and criterion (default: ``PruneSettings()``: 2x fewer GFLOPs; global |gamma| after sparse
+            training, per-layer group magnitude otherwise).
         iterative_steps: for ``factor``, steps up to it (default 1, one shot); for a speed-up, the steps after the
             first from its estimate to 90% (default: steps of 2.5 points, importance re-estimated each step).
 
@@ -155,10 +163,10 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
         >>> round(result.speed_up, 1)
         2.3
     """
-    settings = settings or PruneSettings()
+    check_task(model)
+    settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model))
     if iterative_steps is not None and iterative_steps < 1:
         raise CompressError(f"iterative_steps={iterative_steps} must be at least 1")
-    check_task(model)
     t0 = time.perf_counter()
     model = deepcopy(model).float()
     inputs = _trace_input(model, imgsz)
@@ -174,7 +182,7 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     heads = [m for m in model.modules() if isinstance(m, head_types())]  # their submodules follow
     with torch.enable_grad():
         pruner = pruner_cls(
-            model, inputs, importance=imp, global_pruning=settings.is_global, pruning_ratio=top,
+            model, inputs, importance=imp, global_pruning=settings.global_pruning, pruning_ratio=top,
             max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=len(schedule) - 1, ignored_layers=heads,
             round_to=settings.round_to, iterative_pruning_ratio_scheduler=lambda r, _n: [r * x / top for x in schedule],
             # fresh dicts: Torch-Pruning fills these defaults in place, sharing them across pruners
@@ -196,9 +204,9 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     if target is None:
         flops = gflops(model, imgsz)
     elif gflops_before / flops < target:
+        hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
         raise CompressError(f"speed_up={target} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} of every "
-                            f"group's channels gives {gflops_before / flops:.2f}x; ask for less"
-                            + ("" if settings.is_global else ", or rank channels across layers (--global-pruning)"))
+                            f"group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
 
     from ultralytics.nn.modules.block import DFL
 
@@ -210,10 +218,34 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     result = PruneResult(
         params_before=params_before, params_after=param_count(model), gflops_before=gflops_before,
         gflops_after=flops, imgsz=imgsz, seconds=time.perf_counter() - t0, steps=done,
-        ratio=float(schedule[done]), importance=settings.importance, global_pruning=settings.is_global,
+        ratio=float(schedule[done]), importance=settings.importance, global_pruning=settings.global_pruning,
         channels_removed=1 - _prunable_channels(model) / max(channels_before, 1),
     )
+    scope = "global" if settings.global_pruning else "per layer"
     LOGGER.info("pruned by %s (%s): %.1f%% of channels, params %d -> %d, GFLOPs %.3f -> %.3f (%.2fx) in %.1fs",
-                settings.importance, "global" if settings.is_global else "per layer", 100 * result.channels_removed,
+                settings.importance, scope, 100 * result.channels_removed,
                 result.params_before, result.params_after, gflops_before, flops, result.speed_up, result.seconds)
     return model, result
+
+
+def plan_channels(model: nn.Module, imgsz: int, settings: PruneSettings) -> tuple[dict[str, list[int]], PruneResult]:
+    """Which BatchNorm channels ``prune_model(model, imgsz, settings)`` would remove, by layer name.
+
+    ``model`` must already be swapped (:func:`swap_c2f_`) so the names match the pruned network's. A copy is pruned
+    with channel ids written into its BatchNorm ``running_mean`` (the criteria read weights only); the ids that
+    survive tell which original channels were kept, whatever the number of iterative steps.
+    """
+    marked = deepcopy(model)
+    for bn in marked.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean = torch.arange(bn.num_features, dtype=torch.float32, device=bn.running_mean.device)
+    pruned, result = prune_model(marked, imgsz, settings)
+    after = dict(pruned.named_modules())
+    plan = {}
+    for name, bn in marked.named_modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            kept = set(after[name].running_mean.round().long().tolist())
+            freed = [i for i in range(bn.num_features) if i not in kept]
+            if freed:
+                plan[name] = freed
+    return plan, result

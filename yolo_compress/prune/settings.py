@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings, positive, setting, unit_open
 
-IMPORTANCES = ("bn_scale", "l2", "group_norm")
+IMPORTANCES = ("auto", "bn_scale", "l2", "group_norm")
 DEFAULT_SPEED_UP = 2.0  # the target when neither factor nor speed_up is given
 
 
@@ -20,9 +20,11 @@ class PruneSettings(Settings):
     """What to remove and how to rank channels.
 
     Give at most one target: ``factor`` (share of channels) or ``speed_up`` (GFLOPs before / after); with
-    neither, the target is ``speed_up`` = 2.0. ``global_pruning`` unset means: global for ``bn_scale`` (network
-    slimming's threshold on |gamma| across layers, which is what sparse training prepares), per layer for the
-    magnitude criteria, whose scales differ between layers.
+    neither, the target is ``speed_up`` = 2.0. ``importance="auto"`` ranks by BatchNorm scale (``bn_scale``) when
+    sparse training has zeroed channels, else by group magnitude (``group_norm``): on a model that was not
+    sparse-trained, |gamma| barely varies and says little. ``global_pruning`` unset means: global for ``bn_scale``
+    (network slimming's one threshold on |gamma| across layers, which takes exactly the zeroed channels), per
+    layer for the magnitude criteria, whose scales differ between layers.
     """
 
     factor: float | None = setting(None, "share of prunable channels to remove, in (0, 1)", check=unit_open,
@@ -30,7 +32,8 @@ class PruneSettings(Settings):
     speed_up: float | None = setting(None, f"GFLOPs ratio before/after to reach, > 1 (default target "
                                      f"{DEFAULT_SPEED_UP} when no factor is given)", check=_above_one,
                                      must="> 1 (GFLOPs before / after), e.g. 2.0")
-    importance: str = setting("bn_scale", "channel ranking", choices=IMPORTANCES)
+    importance: str = setting("auto", "channel ranking (auto: bn_scale after sparse training, else group_norm)",
+                              choices=IMPORTANCES)
     global_pruning: bool | None = setting(None, "rank channels across layers (default: yes for bn_scale)")
     round_to: int = setting(8, "keep channel counts multiples of this", check=positive, must=">= 1")
 
@@ -44,6 +47,10 @@ class PruneSettings(Settings):
         """The GFLOPs target to search for, ``None`` when pruning by ``factor``."""
         return None if self.factor is not None else (self.speed_up or DEFAULT_SPEED_UP)
 
-    @property
-    def is_global(self) -> bool:
-        return self.importance == "bn_scale" if self.global_pruning is None else self.global_pruning
+    def resolved(self, sparse_trained: bool) -> PruneSettings:
+        """Concrete criterion and scope: ``auto`` and an unset ``global_pruning`` decided."""
+        importance = self.importance
+        if importance == "auto":
+            importance = "bn_scale" if sparse_trained else "group_norm"
+        is_global = importance == "bn_scale" if self.global_pruning is None else self.global_pruning
+        return replace(self, importance=importance, global_pruning=is_global)

@@ -3,19 +3,19 @@
 from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.sparse.slimming import (
     GammaStats,
-    ShrinkSchedule,
     gamma_stats,
     prunable_batchnorms,
     save_gamma_histogram,
-    soft_threshold_,
+    scale_channels_,
+    shrink_factor,
 )
 
 __all__ = [
     "GammaStats",
-    "ShrinkSchedule",
     "SparseSettings",
     "gamma_stats",
     "prunable_batchnorms",
     "save_gamma_histogram",
-    "soft_threshold_",
+    "scale_channels_",
+    "shrink_factor",
 ]

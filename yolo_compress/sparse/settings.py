@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from yolo_compress.settings import Settings, non_negative, positive, setting
+from yolo_compress.settings import Settings, setting
+
+PLAN_IMPORTANCES = ("group_norm", "l2")
+
+
+def _zero_at(v: float) -> bool:
+    return 0 < v <= 1
 
 
 @dataclass(frozen=True)
 class SparseSettings(Settings):
-    """Network slimming by proximal L1 steps on the prunable BatchNorm scales.
+    """Which channels sparse training frees, and how fast.
 
-    ``shrink`` is the total distance each scale is pulled towards zero over the whole stage, in |gamma| units,
-    spread evenly over the training batches (the proximal step of an L1 penalty). It is a budget, not a rate, so
-    it means the same whatever the epochs, batch size, dataset size or optimizer: a scale the loss does not
-    defend by at least that much ends at exactly zero.
+    The channels are those the pruning target (``factor`` / ``speed_up`` / ``round_to`` of the prune settings)
+    removes when each layer is ranked by ``sparse_importance``; their BatchNorm scale and shift shrink towards
+    zero along the stage and are exactly zero from ``zero_at`` (share of the stage) on, so the rest of the network
+    adapts before they are cut. Both are shares of the run, so nothing needs retuning when epochs, batch size or
+    dataset size change.
     """
 
-    shrink: float = setting(0.5, "total L1 pull on each prunable BatchNorm scale over the stage, in |gamma| units",
-                            check=non_negative, must=">= 0")
-    gamma_threshold: float = setting(1e-2, "|gamma| below this counts as zero in the log and the histogram",
-                                     check=positive, must="> 0")
+    sparse_importance: str = setting("group_norm", "per-layer ranking that picks the channels to free",
+                                     choices=PLAN_IMPORTANCES)
+    zero_at: float = setting(0.8, "share of the stage after which the freed channels are exactly zero",
+                             check=_zero_at, must="in (0, 1]")

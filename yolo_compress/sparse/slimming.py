@@ -1,14 +1,16 @@
-"""Network slimming: a proximal L1 pull on BatchNorm scales, and the statistics that show it worked.
+"""Network slimming in short runs: free the channels pruning will remove, gradually, while the rest adapts.
 
-Liu et al., "Learning Efficient Convolutional Networks through Network Slimming", ICCV 2017, arXiv:1708.06519.
-Training with ``loss + lambda * sum |gamma|`` drives the scales of unneeded channels to zero, so that ranking
-channels by ``|gamma|`` (``BNScaleImportance``) removes channels that carry little signal and the accuracy right
-after pruning drops less.
+Liu et al., "Learning Efficient Convolutional Networks through Network Slimming", ICCV 2017, arXiv:1708.06519,
+drives BatchNorm scales of unneeded channels to zero with an L1 penalty over a long training, so that cutting
+them afterwards costs little. In the few epochs a compression pipeline affords, an L1 pull cannot tell channels
+apart: Ultralytics' AdamW moves a scale by at most ~lr per step, so a pull strong enough to reach zero flattens
+every channel alike (measured: all mAP gone), and a weaker one zeroes nothing (pruning then costs all mAP).
 
-The penalty is applied as a proximal step after each optimizer step, ``gamma <- sign(gamma) * max(|gamma| - t, 0)``,
-not as a subgradient added to the loss gradient: an adaptive optimizer (Ultralytics picks AdamW for short runs)
-rescales a subgradient with the loss gradient, so a gamma would move at most ~lr per step whatever the
-coefficient, while the proximal step lands on exact zeros under any optimizer.
+So the channels are chosen first, as the pruner would with a magnitude criterion per layer (DepGraph groups, so
+coupled channels go together), and only their BatchNorm scale *and* shift are shrunk, a growing decay in the spirit
+of growing regularisation (Wang et al., ICLR 2021, arXiv:2012.09243): by ``zero_at`` of the stage both are exactly
+zero, the channel outputs SiLU(0) = 0, and the network has trained without it. BN-scale pruning then removes
+exactly these channels and the mAP right after pruning equals the sparse model's.
 """
 
 from __future__ import annotations
@@ -46,47 +48,31 @@ def _as_batchnorms(model_or_bns: BatchNorms) -> list[nn.BatchNorm2d]:
     return list(model_or_bns)
 
 
+def shrink_factor(progress: float, zero_at: float) -> float:
+    """Share of their starting magnitude the freed channels may keep at ``progress``: 1 -> 0 linearly at ``zero_at``."""
+    return max(0.0, 1.0 - min(max(progress, 0.0), 1.0) / zero_at)
+
+
 @torch.no_grad()
-def soft_threshold_(model_or_bns: BatchNorms, amount: float) -> int:
-    """Proximal L1 step on BatchNorm scales, in place: ``gamma <- sign(gamma) * max(|gamma| - amount, 0)``.
+def scale_channels_(model: nn.Module, plan: dict[str, list[int]], ratio: float) -> int:
+    """Multiply the scale and shift of the planned channels by ``ratio`` in place (0 sets them to exactly zero).
 
     Args:
-        model_or_bns: a model (its :func:`prunable_batchnorms`) or the BatchNorm layers themselves.
-        amount: how far to pull each scale towards zero; 0 does nothing. Scales closer than that become 0.
+        model: the network; ``plan`` names its BatchNorm layers as ``model.named_modules()`` does.
+        plan: BatchNorm name -> channel indices to free.
+        ratio: the factor, in [0, 1].
 
     Returns:
-        (int): number of scales that are exactly zero afterwards.
+        (int): number of channels touched.
     """
-    zeros = 0
-    for bn in _as_batchnorms(model_or_bns):
-        gamma = bn.weight
-        if amount > 0:
-            gamma.copy_(torch.sign(gamma) * (gamma.abs() - amount).clamp_(min=0))
-        zeros += int((gamma == 0).sum())
-    return zeros
-
-
-class ShrinkSchedule:
-    """Spread a total shrink evenly over a run: at progress ``p`` in [0, 1], ``total * p`` has been applied.
-
-    ``due(p)`` returns what is owed since the last call, so the pull per optimizer step does not depend on how
-    many steps there are (epochs, batch size, gradient accumulation, dataset size).
-
-    Examples:
-        >>> s = ShrinkSchedule(0.6)
-        >>> s.due(0.5), s.due(0.5), s.due(1.0)
-        (0.3, 0.0, 0.3)
-    """
-
-    def __init__(self, total: float, start: float = 0.0) -> None:
-        self.total = float(total)
-        self.applied = self.total * min(max(start, 0.0), 1.0)
-
-    def due(self, progress: float) -> float:
-        target = self.total * min(max(progress, 0.0), 1.0)
-        amount = max(target - self.applied, 0.0)
-        self.applied += amount
-        return amount
+    modules = dict(model.named_modules())
+    count = 0
+    for name, channels in plan.items():
+        bn, idx = modules[name], torch.as_tensor(channels, dtype=torch.long)
+        for p in (bn.weight, bn.bias):
+            p[idx] = p[idx] * ratio if ratio > 0 else 0.0
+        count += len(channels)
+    return count
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
-"""Run sparse training: from ``PruneModel.sparse_train`` and as the pipeline's ``sparse`` stage."""
+"""Run sparse training: from ``PruneModel.sparse_train`` and as the pipeline's ``sparse`` stage.
+
+Sparse training frees the channels the pruning target will remove, so it asks the pruner for its plan
+(``yolo_compress.prune.plan_channels``): the one place where an earlier stage uses a later one's code.
+"""
 
 from __future__ import annotations
 
+import logging
+from copy import deepcopy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,31 +16,42 @@ from torch import nn
 
 from yolo_compress.checkpoint import atomic_write_bytes, load_model
 from yolo_compress.dataset import Dataset
+from yolo_compress.prune import PruneSettings, plan_channels, swap_c2f_
 from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.stage import TrainingStage
 from yolo_compress.training import Fit, fit
 
+LOGGER = logging.getLogger(__name__)
 
-def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSettings, args: dict[str, Any],
-                 resume: bool = False, require_resume: bool = False) -> Fit:
-    """Train ``model`` with the proximal L1 pull; save its final (sparsest) weights to ``out``.
 
-    The final epoch is kept, not the best-validating one: the pull grows over the run, so the best epoch is
-    usually an early, barely sparse one. The |gamma| histogram is copied next to ``out``
-    (``sparse.pt`` -> ``sparse_bn_gamma_hist.png``).
+def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSettings, target: PruneSettings,
+                 imgsz: int, args: dict[str, Any], resume: bool = False, require_resume: bool = False) -> Fit:
+    """Free the channels ``target`` would prune while training; save the final weights to ``out``.
+
+    The C2f blocks are swapped for their exact chunk-free twins first (what pruning does too), so the plan names
+    the layers of the trained network. The final epoch is kept (its freed channels are exactly zero), not the
+    best-validating one. The |gamma| histogram is copied next to ``out`` (``sparse.pt`` ->
+    ``sparse_bn_gamma_hist.png``).
     """
     from yolo_compress.patches.sparse import HISTOGRAM_NAME, TRAINERS
 
-    result = fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict()}, resume=resume,
-                 take="last", require_resume=require_resume)
-    histogram = result.run_dir / HISTOGRAM_NAME
+    model = deepcopy(model)
+    swap_c2f_(model)
+    plan, result = plan_channels(model, imgsz, replace(target, importance=settings.sparse_importance,
+                                                       global_pruning=False))
+    LOGGER.info("sparse training frees %d channels in %d layers (%.2fx fewer GFLOPs once pruned)",
+                sum(len(c) for c in plan.values()), len(plan), result.speed_up)
+    extra = {**settings.to_dict(), "sparse_plan": plan}
+    fitted = fit(model, TRAINERS[data.task], out, data, {**args, **extra}, resume=resume, take="last",
+                 require_resume=require_resume)
+    histogram = fitted.run_dir / HISTOGRAM_NAME
     if histogram.is_file():
         atomic_write_bytes(out.with_name(f"{out.stem}_{HISTOGRAM_NAME}"), histogram.read_bytes())
-    return result
+    return fitted
 
 
 class SparseStage(TrainingStage):
-    """Sparse-train the baseline; its output is pruned and, by default, teaches the pruned model."""
+    """Sparse-train the baseline towards the prune stage's target; its output is pruned next."""
 
     name = "sparse"
 
@@ -44,10 +62,12 @@ class SparseStage(TrainingStage):
         return {"weights": done["baseline"]}
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self.ctx.config.sparse_settings.to_dict()}
+        c = self.ctx.config
+        target = {k: v for k, v in c.prune_settings.to_dict().items() if k in ("factor", "speed_up", "round_to")}
+        return {**super().settings(), **c.sparse_settings.to_dict(), **target}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        out = self.outputs()["weights"]
-        result = sparse_train(load_model(sources["weights"]), self.ctx.data, out, self.ctx.config.sparse_settings,
-                              self.ultralytics_args(), resume=resume)
+        c = self.ctx.config
+        result = sparse_train(load_model(sources["weights"]), self.ctx.data, self.outputs()["weights"],
+                              c.sparse_settings, c.prune_settings, self.ctx.imgsz, self.ultralytics_args(), resume)
         return {"metrics": result.metrics}
