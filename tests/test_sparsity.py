@@ -1,4 +1,4 @@
-"""Sparse training: the plan, the shrink schedule, one optimizer step under SGD and AdamW, and exact pruning after it."""
+"""Sparse training: the plan, the shrink schedule, one step under SGD and AdamW, exact pruning after it."""
 
 from __future__ import annotations
 

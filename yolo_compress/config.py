@@ -35,7 +35,8 @@ def _from(v: str) -> bool:
 class RunSettings(Settings):
     """Keys of the run itself (what to compress, where, how long); see the README's configuration table."""
 
-    weights: str | None = setting(None, "your trained .pt; none: train a baseline from model")
+    weights: str | None = setting(None, "your trained .pt; none: the shipped baseline with the built-in data, "
+                                  "else a baseline trained from model")
     model: str = setting("yolov8n.yaml", "model yaml of the baseline when no weights are given")
     data: str | None = setting(None, "dataset (detection yaml or classification folder); none: the built-in one")
     out: str = setting("weights", "folder of stage weights, manifest.json, compare.* and runs/")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,11 @@ class CompressionPipeline:
     """
 
     def __init__(self, config: PipelineConfig) -> None:
+        from yolo_compress.data import SHIPPED_BASELINE
+
+        if config.run.weights is None and config.run.data is None and SHIPPED_BASELINE.is_file():
+            LOGGER.info("baseline: the shipped %s, trained on the built-in data", SHIPPED_BASELINE)
+            config = replace(config, run=replace(config.run, weights=str(SHIPPED_BASELINE)))
         run = config.run
         self.out = writable_dir(run.out)
         model = load_model(run.weights, "--weights") if run.weights is not None else None

@@ -26,5 +26,5 @@ class SparseSettings(Settings):
 
     sparse_importance: str = setting("group_norm", "per-layer ranking that picks the channels to free",
                                      choices=PLAN_IMPORTANCES)
-    zero_at: float = setting(0.8, "share of the stage after which the freed channels are exactly zero",
+    zero_at: float = setting(0.5, "share of the stage after which the freed channels are exactly zero",
                              check=_zero_at, must="in (0, 1]")
