@@ -2,16 +2,18 @@
 
 * ``shapes`` (detection): filled shapes on cluttered backgrounds, the default demo and benchmark data.
 * ``diagram`` (detection + parent labels): nested boxes, for the relations feature.
+* ``classify`` (ImageFolder): which of six shapes is the large one, for classifiers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from yolo_compress.data.classify import ensure_classify_dataset, make_classify_dataset
 from yolo_compress.data.diagram import make_diagram_dataset
 from yolo_compress.data.synthetic import ensure_shapes_dataset, make_shapes_dataset
 
-GENERATORS = {"shapes": make_shapes_dataset, "diagram": make_diagram_dataset}
+GENERATORS = {"shapes": make_shapes_dataset, "diagram": make_diagram_dataset, "classify": make_classify_dataset}
 # a YOLOv8n trained on the built-in shapes set until its mAP stopped rising (the README gives the command), shipped
 # so the demo spends its minutes on compression; present in a source checkout
 SHIPPED_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov8n.pt"
@@ -19,4 +21,4 @@ SHIPPED_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "shapes-yol
 
 def ensure_builtin(task: str) -> Path:
     """The built-in dataset of ``task`` (a data yaml or an ImageFolder root), generated when missing."""
-    return ensure_shapes_dataset()
+    return ensure_classify_dataset() if task == "classify" else ensure_shapes_dataset()

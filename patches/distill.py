@@ -34,7 +34,7 @@ from yolo_compress.checkpoint import load_model
 from yolo_compress.distill import Distiller, DistillSettings, hooked_layer_names, remove_output_hooks_
 from yolo_compress.errors import CompressError
 from yolo_compress.models import class_count
-from yolo_compress.patches.trainers import ModuleKeepingTrainer
+from yolo_compress.patches.trainers import ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -207,4 +207,69 @@ def strip_distillation_(model: nn.Module) -> None:
         model.criterion = None
 
 
-TRAINERS = {"detect": DistillationTrainer}
+class SoftTargetCriterion:
+    """Replace a classifier's cross-entropy by Hinton's objective against a frozen teacher (same batch, no_grad).
+
+    ``__call__(preds, batch)`` returns the two weighted terms ``(1 - kd_alpha) * CE`` and
+    ``kd_alpha * T^2 * KL`` as the loss vector (the trainer sums it) and logs them as ``loss`` and ``kd_loss``.
+    Not copied by ``deepcopy``, so the EMA keeps the plain criterion (validation logs ``kd_loss`` as 0).
+    """
+
+    def __init__(self, teacher: nn.Module, loss: nn.Module) -> None:
+        self.teacher, self.loss = teacher, loss
+
+    def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = preds[1] if isinstance(preds, (tuple, list)) else preds
+        ce, kd = self.loss(logits.float(), self.teacher(batch["img"]), batch["cls"])
+        return torch.stack([ce, kd]), {"loss": ce.detach(), "kd_loss": kd.detach()}
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+
+class ClassifyDistillationTrainer(ModuleKeepingClassifyTrainer):
+    """Train a classifier with soft targets from a teacher classifier (Hinton et al. 2015, arXiv:1503.02531).
+
+    Settings: ``teacher`` (an Ultralytics classification checkpoint, a whole pickled module such as a torchvision
+    ResNet-18, or TorchScript, over the same classes) and, of ``DistillSettings``, ``kd_alpha``, ``kd_tau``,
+    ``teacher_input``, ``teacher_imgsz``. The teacher is frozen, in eval mode, and sees the student's preprocessed
+    batch (resized / ImageNet-normalised for it when set).
+    """
+
+    settings_cls = DistillSettings
+    extra_keys = ("teacher",)
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
+        from yolo_compress.distill.classifier import load_classifier_teacher
+
+        super().__init__(cfg, overrides, _callbacks)
+        s = self.settings
+        self.args.teacher = str(Path(check_teacher_path(self.args.teacher)).resolve())
+        self.teacher_model = load_classifier_teacher(self.args.teacher, self.data["nc"], int(self.args.imgsz),
+                                                     s.teacher_input, s.teacher_imgsz)
+        self.add_callback("on_train_start", _attach_soft_targets)
+        self.add_callback("teardown", _detach_soft_targets)
+
+    def save_model(self):
+        """Save as usual, with the EMA's criterion (a rebuilt EMA may carry ours) reset."""
+        if isinstance(getattr(self.ema.ema, "criterion", None), SoftTargetCriterion):
+            self.ema.ema.criterion = None
+        return super().save_model()
+
+
+def _attach_soft_targets(trainer: ClassifyDistillationTrainer) -> None:
+    from yolo_compress.distill.losses import SoftTargetLoss
+
+    s = trainer.settings
+    trainer.teacher_model.to(trainer.device)
+    unwrap_model(trainer.model).criterion = SoftTargetCriterion(trainer.teacher_model,
+                                                                SoftTargetLoss(s.kd_tau, s.kd_alpha))
+
+
+def _detach_soft_targets(trainer: ClassifyDistillationTrainer) -> None:
+    student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
+    if student is not None and isinstance(getattr(student, "criterion", None), SoftTargetCriterion):
+        student.criterion = None
+
+
+TRAINERS = {"detect": DistillationTrainer, "classify": ClassifyDistillationTrainer}

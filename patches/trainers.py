@@ -65,6 +65,8 @@ class KeepModule:
             # on resume, check_resume() already restored the checkpoint's values into self.args
             setattr(self.args, key, given.get(key, getattr(self.args, key, default)))
         self.settings = self.settings_cls.from_args(self.args) if self.settings_cls is not None else None
+        if hasattr(self.settings, "for_task"):  # task defaults (e.g. the distillation loss) decided once, here
+            self.settings = self.settings.for_task(self.args.task)
         self.last, self.best = _AtomicPath(self.last), _AtomicPath(self.best)
         self._batches_done, self._batches_total = 0, 1
         self.add_callback("on_train_start", _count_batches_from_start)

@@ -330,10 +330,10 @@ def test_kd_class_gradient_is_of_the_order_of_the_detection_class_loss(pristine)
     (the trainer adds both per image, times the batch size). Averaging over all anchors instead dilutes it by the
     share of background anchors, which grows with the image size (reported in issue 9: ~0.5% of the detection
     gradient at 256 px on real data)."""
+    from ultralytics.cfg import get_cfg
+
     from yolo_compress.distill.losses import DetectKD
     from yolo_compress.distill.losses.kd import bernoulli_kl
-
-    from ultralytics.cfg import get_cfg
 
     student = copy.deepcopy(pristine["n"]).train()
     student.args = get_cfg()  # the loss reads its gains (box, cls, dfl) from here, as in training

@@ -16,8 +16,8 @@ from ultralytics.utils.patches import imread
 
 from yolo_compress.data.diagram import NAMES, make_diagram_dataset, read_parent_labels
 from yolo_compress.errors import CompressError
-from yolo_compress.relation_eval import evaluate_relations, predict_relations
-from yolo_compress.relations import LINK_COLOUR, PALETTE
+from yolo_compress.relations import evaluate_relations, predict_relations
+from yolo_compress.relations.infer import LINK_COLOUR, PALETTE
 
 KEYS = {"precision", "recall", "f1", "tp", "n_pred", "n_gt", "images", "skipped"}
 
@@ -92,7 +92,7 @@ def test_missing_class_lowers_recall_only(dataset):
 def test_real_model_skips_unreadable_image(dataset, yolo, caplog):
     root = dataset.parent
     (root / "images" / "val" / "broken.png").write_bytes(b"not a png")
-    with caplog.at_level(logging.WARNING, logger="yolo_compress.relation_eval"):
+    with caplog.at_level(logging.WARNING, logger="yolo_compress.relations.evaluate"):
         result = evaluate_relations(yolo, dataset, imgsz=64)
     assert set(result) == KEYS
     assert (result["images"], result["skipped"], result["n_gt"]) == (3, 1, gt_relation_count(root)[0])

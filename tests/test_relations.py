@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yolo_compress.relations import (
+from yolo_compress.relations.infer import (
     LINK_COLOUR,
     PALETTE,
     find_parent_nodes,

@@ -11,16 +11,18 @@ from yolo_compress import PruneModel
 from yolo_compress.report import Row, format_table, measure_latency, to_markdown, write_report
 
 ROWS = [
-    Row("baseline", 3_011_628, 8.194, 0.91, 0.64, 11.7, 20.0, 1.0),
-    Row("distill", 1_223_908, 3.61, 0.89, 0.60, 4.9, 10.0, 2.0),
+    Row("baseline", 3_011_628, 8.194, {"mAP50": 0.91, "mAP50_95": 0.64}, 11.7, 20.0, 1.0).flat(),
+    Row("distill", 1_223_908, 3.61, {"mAP50": 0.89, "mAP50_95": 0.60}, 4.9, 10.0, 2.0).flat(),
 ]
 
 
 def test_table_markdown_csv_and_plot(tmp_path):
     table = format_table(ROWS).splitlines()
-    assert table[0].split() == ["name", "params", "gflops", "mAP50", "mAP50_95", "size_mb", "latency_ms", "speed_up"]
+    assert table[0].split() == ["name", "params", "gflops", "mAP50", "mAP50_95", "size_mb", "latency_ms", "speed_up",
+                                "runtime"]
     assert len({len(line) for line in table}) == 1, "every line of the table has the same width"
-    assert table[3].split() == ["distill", "1,223,908", "3.610", "0.890", "0.600", "4.900", "10.000", "2.000"]
+    assert table[3].split() == ["distill", "1,223,908", "3.610", "0.890", "0.600", "4.900", "10.000", "2.000",
+                                "pytorch"]
     assert "rel_f1" not in to_markdown(ROWS)
 
     paths = write_report(ROWS, tmp_path)
@@ -31,10 +33,13 @@ def test_table_markdown_csv_and_plot(tmp_path):
     assert paths["md"].read_text().startswith("| name | params |")
 
 
-def test_relation_columns_appear_when_present():
-    rows = [Row("a", 1, 1.0, 0.5, 0.3, 1.0, 1.0, rel_precision=0.5, rel_recall=0.25, rel_f1=1 / 3)]
-    assert format_table(rows).splitlines()[0].split()[-3:] == ["rel_precision", "rel_recall", "rel_f1"]
-    assert "0.333" in to_markdown(rows)
+def test_classifier_and_relation_columns():
+    rows = [Row("a", 1, 1.0, {"top1": 0.5, "top5": 0.9}).flat()]
+    assert format_table(rows).splitlines()[0].split()[3:5] == ["top1", "top5"]
+    rel = [Row("a", 1, 1.0, {"mAP50": 0.5, "mAP50_95": 0.3, "rel_precision": 0.5, "rel_recall": 0.25,
+                             "rel_f1": 1 / 3}).flat()]
+    assert format_table(rel).splitlines()[0].split()[5:8] == ["rel_precision", "rel_recall", "rel_f1"]
+    assert "0.333" in to_markdown(rel)
 
 
 def test_latency_is_measured_per_model():
@@ -61,4 +66,7 @@ def test_prune_model_predict_and_evaluate(diagram_yaml, tmp_path):
     assert len(list((tmp_path / "pred").iterdir())) == 3
     metrics = pm.evaluate()
     assert metrics["images"] == 3 and metrics["skipped"] == 0 and metrics["n_gt"] > 0
-    assert 0.0 <= metrics["f1"] <= 1.0
+    from yolo_compress.relations import prf
+
+    assert metrics["tp"] <= min(metrics["n_pred"], metrics["n_gt"])
+    assert metrics["f1"] == pytest.approx(prf(metrics["tp"], metrics["n_pred"], metrics["n_gt"])["f1"])

@@ -131,7 +131,7 @@ class PruneModel:
         from yolo_compress.distill.stage import check_teacher, distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        check_teacher(t_weight, self.data, settings)
+        check_teacher(t_weight, self.data, settings, kwargs.get("imgsz", self.imgsz))
         out, args = self._prepare(save_dir, kwargs, DistillSettings, extra_inputs=(Path(t_weight),))
         return self._trained(distill(self.model, t_weight, self.data, out, settings, args, resume, resume), out)
 

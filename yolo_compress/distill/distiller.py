@@ -99,7 +99,7 @@ class Distiller(nn.Module):
     def __init__(self, student: nn.Module, teacher: nn.Module, settings: DistillSettings | None = None,
                  probe_imgsz: int = 64) -> None:
         super().__init__()
-        settings = settings or DistillSettings()
+        settings = (settings or DistillSettings()).for_task("detect")
         self.feature_kind, self.use_kd = settings.feature, settings.use_kd
         object.__setattr__(self, "teacher", freeze_(teacher))  # held, not registered
         self.layers = tuple(settings.distill_layers) if self.feature_kind else ()

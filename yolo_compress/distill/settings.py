@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from yolo_compress.distill.methods import LOSSES
+from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings, non_negative, positive, setting
 
 SCHEDULES = ("constant", "cosine")
+TEACHER_INPUTS = ("same", "imagenet")
+KD_TAU = {"detect": 1.0, "classify": 4.0}  # the default temperature per task (kd_tau unset)
+DEFAULT_LOSS = {"detect": "cwd", "classify": "kd"}  # the default loss per task (loss unset)
 
 
 def _fraction(v: float) -> bool:
@@ -28,7 +32,8 @@ class DistillSettings(Settings):
     ``distill_final`` (``cosine``); it multiplies both ``distill_weight`` and ``kd_weight``.
     """
 
-    loss: str = setting("cwd", "distillation losses: a feature loss, logit KD, or both", choices=LOSSES)
+    loss: str | None = setting(None, f"distillation losses: a feature loss, logit KD, or both (default "
+                               f"{DEFAULT_LOSS['detect']} for detection; classifiers take kd)", choices=LOSSES)
     distill_layers: tuple[int, ...] = setting((15, 18, 21), "layer indices whose cv2 output is distilled (YOLOv8: "
                                               "the Detect inputs)", check=_layers, must="layer indices >= 0",
                                               metavar="15,18,21")
@@ -37,7 +42,14 @@ class DistillSettings(Settings):
     mgd_alpha: float = setting(2e-5, "MGD loss weight alpha", check=non_negative, must=">= 0")
     mgd_lambda: float = setting(0.65, "MGD share of masked positions", check=_fraction, must="in [0, 1)")
     kd_weight: float = setting(1.0, "weight of logit KD (detection)", check=non_negative, must=">= 0")
-    kd_tau: float = setting(1.0, "logit KD temperature", check=positive, must="> 0")
+    kd_tau: float | None = setting(None, f"logit KD temperature T (default {KD_TAU['detect']:g} for detection, "
+                                   f"{KD_TAU['classify']:g} for classification)", check=positive, must="> 0")
+    kd_alpha: float = setting(0.5, "classification: weight of the soft targets, (1 - a) * CE + a * T^2 * KL",
+                              check=lambda v: 0 <= v <= 1, must="in [0, 1]")
+    teacher_input: str = setting("same", "classification: the teacher's input normalisation (imagenet: mean/std "
+                                 "of torchvision's pretrained models)", choices=TEACHER_INPUTS)
+    teacher_imgsz: int | None = setting(None, "classification: resize images to this for the teacher (default: "
+                                        "the student's size)", check=positive, must="> 0")
     kd_box: bool = setting(True, "also distil the DFL box bins (detection)")
     kd_box_min: float = setting(0.25, "teacher score from which an anchor's box bins are distilled", check=_fraction,
                                 must="in [0, 1)")
@@ -47,15 +59,26 @@ class DistillSettings(Settings):
                                     choices=SCHEDULES)
     distill_final: float = setting(0.1, "final weight factor of the cosine schedule", check=non_negative, must=">= 0")
 
+    def for_task(self, task: str) -> DistillSettings:
+        """These settings with the task's defaults filled in (``loss``, ``kd_tau``).
+
+        Raises:
+            CompressError: a feature loss for a classifier.
+        """
+        loss = self.loss or DEFAULT_LOSS[task]
+        if task == "classify" and loss != "kd":
+            raise CompressError(f"loss={loss!r}: classifiers are distilled with logit KD; set loss kd (--loss kd)")
+        return replace(self, loss=loss, kd_tau=self.kd_tau if self.kd_tau is not None else KD_TAU[task])
+
     @property
     def feature(self) -> str | None:
-        """The feature method (``"cwd"``, ``"mgd"``) or ``None`` for logit KD alone."""
-        name = self.loss.split("+")[0]
+        """The feature method (``"cwd"``, ``"mgd"``) or ``None`` for logit KD alone (after :meth:`for_task`)."""
+        name = (self.loss or DEFAULT_LOSS["detect"]).split("+")[0]
         return None if name == "kd" else name
 
     @property
     def use_kd(self) -> bool:
-        return self.loss.endswith("kd")
+        return (self.loss or DEFAULT_LOSS["detect"]).endswith("kd")
 
     def factor(self, progress: float) -> float:
         """Weight factor at ``progress`` (share of the run done, in [0, 1])."""

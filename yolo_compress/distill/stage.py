@@ -15,7 +15,7 @@ from yolo_compress.stage import TrainingStage
 from yolo_compress.training import Fit, fit
 
 
-def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings) -> Path:
+def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings, imgsz: int) -> Path:
     """Check the teacher before any training: it exists, is a model of the data's task and classes.
 
     Raises:
@@ -24,7 +24,13 @@ def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings)
     from yolo_compress.patches.distill import check_teacher_path, load_teacher
 
     path = check_teacher_path(teacher)
-    load_teacher(path, data.nc, settings)
+    settings = settings.for_task(data.task)
+    if data.task == "classify":
+        from yolo_compress.distill.classifier import load_classifier_teacher
+
+        load_classifier_teacher(path, data.nc, imgsz, settings.teacher_input, settings.teacher_imgsz)
+    else:
+        load_teacher(path, data.nc, settings)
     return path
 
 
@@ -35,7 +41,7 @@ def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, set
 
     if data.task not in TRAINERS:
         raise CompressError(f"distillation of {data.task} models is not supported")
-    path = check_teacher(teacher, data, settings)
+    path = check_teacher(teacher, data, settings, args["imgsz"])
     return fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict(), "teacher": str(path)},
                resume=resume, require_resume=require_resume)
 
@@ -64,7 +70,7 @@ class DistillStage(TrainingStage):
         if self.ctx.data.task not in TRAINERS:
             raise CompressError(f"distillation of {self.ctx.data.task} models is not supported; set distill: false "
                                 "(--no-distill)")
-        settings = self.ctx.config.distill_settings
+        settings = self.ctx.config.distill_settings.for_task(self.ctx.data.task)
         if settings.feature:
             hooked_layer_names(model, settings.distill_layers)
 

@@ -118,3 +118,42 @@ class DetectKD(nn.Module):
             weight = quality * (quality >= self.box_min_score)
             loss = loss + (weight * kl_box).sum() / weight.sum().clamp(min=1e-6)
         return self.tau**2 * loss
+
+
+class SoftTargetLoss(nn.Module):
+    """Hinton's knowledge-distillation objective for a classifier: hard labels plus the teacher's soft targets.
+
+    Hinton et al., "Distilling the Knowledge in a Neural Network", 2015, arXiv:1503.02531::
+
+        L = (1 - alpha) * CE(s, y) + alpha * T^2 * mean_n KL(softmax(t_n / T) || softmax(s_n / T))
+
+    The KL term is summed over classes and averaged over the batch (``reduction="batchmean"``; ``nn.KLDivLoss()``'s
+    default element-wise mean would also divide by the number of classes). ``T^2`` keeps the soft-target gradient on
+    the scale of the hard-label one when ``T`` changes.
+
+    Shapes: ``logits_s`` and ``logits_t`` are (N, C) logits, ``labels`` (N,) class indices. Returns the two weighted
+    terms ``((1 - alpha) * CE, alpha * T^2 * KL)``, whose sum is ``L``. The teacher is detached.
+
+    Args:
+        tau (float): temperature T, > 0.
+        alpha (float): weight of the soft targets, in [0, 1]; 0 is plain cross-entropy, 1 pure distillation.
+
+    Examples:
+        >>> loss = SoftTargetLoss(tau=1.0, alpha=1.0)
+        >>> s = torch.tensor([[0.0, 0.0]])
+        >>> [round(float(x), 4) for x in loss(s, s, torch.tensor([0]))]
+        [0.0, 0.0]
+    """
+
+    def __init__(self, tau: float = 4.0, alpha: float = 0.5) -> None:
+        super().__init__()
+        if tau <= 0 or not 0 <= alpha <= 1:
+            raise ValueError(f"need tau > 0 and alpha in [0, 1], got tau={tau}, alpha={alpha}")
+        self.kl = LogitKD(tau, mode="softmax", dim=1)
+        self.alpha = float(alpha)
+
+    def forward(self, logits_s: torch.Tensor, logits_t: torch.Tensor,
+                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``((1 - alpha) * CE, alpha * T^2 * KL)``."""
+        ce = F.cross_entropy(logits_s, labels)
+        return (1 - self.alpha) * ce, self.alpha * self.kl(logits_s, logits_t)

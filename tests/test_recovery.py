@@ -1,0 +1,220 @@
+"""Never lose the user's weights, always recover from an interruption: each case is reproduced, then rerun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolo_compress import CompressError
+from yolo_compress.checkpoint import atomic_write_bytes, load_model, remove_stale_temps, save_checkpoint
+from yolo_compress.dataset import resolve_data
+from yolo_compress.manifest import Manifest
+from yolo_compress.models import build_from_yaml
+from yolo_compress.patches.trainers import ModuleKeepingTrainer
+from yolo_compress.training import fit, run_state, train_args
+
+CLI = [sys.executable, "-m", "yolo_compress.cli"]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- atomic writes ------------------------------------------------------------------------------------------------
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = atomic_write_bytes(tmp_path / "w.pt", b"old contents")
+    real_fsync = __import__("os").fsync
+
+    def die_after_partial_write(fd):  # the new bytes are in the temp file; the process dies before the rename
+        real_fsync(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.fsync", die_after_partial_write)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new contents, " * 1000)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old contents"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left
+
+
+def test_killed_writer_leaves_the_old_file_and_a_temp_that_is_cleaned(tmp_path):
+    target = atomic_write_bytes(tmp_path / "big.pt", b"v1")
+    script = f"""
+import os, signal
+from yolo_compress.checkpoint import atomic_write_bytes
+real = os.replace
+def killed(*a):
+    os.kill(os.getpid(), signal.SIGKILL)
+os.replace = killed
+atomic_write_bytes({str(target)!r}, os.urandom(20_000_000))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    assert target.read_bytes() == b"v1"
+    leftovers = [p for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".big.pt.")
+    assert remove_stale_temps(tmp_path) == leftovers and list(tmp_path.iterdir()) == [target]
+
+
+def test_manifest_save_is_atomic_and_a_damaged_manifest_falls_back_to_its_backup(tmp_path, caplog):
+    m = Manifest(tmp_path / "manifest.json")
+    m.started("a", {}, {"x": 1})
+    m.finish("a", {})
+    m.started("b", {}, {})  # a second save: the backup holds the first
+    (tmp_path / "manifest.json").write_text('{"version": 2, "stages": {"a": {"sta')  # cut off
+    again = Manifest(tmp_path / "manifest.json")
+    assert again.stages["a"]["status"] == "done"  # from the backup
+    assert (tmp_path / "manifest.json.damaged").is_file()
+    assert "damaged" in caplog.text
+
+
+# ---- training runs ------------------------------------------------------------------------------------------------
+class _Crash(Exception):
+    pass
+
+
+def _args(tiny_yaml, out: Path, epochs: int = 2) -> tuple:
+    data = resolve_data(tiny_yaml)
+    args = train_args({"epochs": epochs, "batch": 8, "plots": False, "mosaic": 0.0}, data, 64, out)
+    return data, args
+
+
+def test_truncated_last_pt_is_moved_aside_and_the_run_resumes_from_best(tiny_yaml, tmp_path, monkeypatch):
+    data, args = _args(tiny_yaml, tmp_path / "w.pt", epochs=3)
+    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    original = ModuleKeepingTrainer.save_model
+    calls = []
+
+    def save_twice_then_crash(self):
+        original(self)
+        calls.append(self.epoch)
+        if len(calls) == 2:
+            raise _Crash
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_twice_then_crash)
+    with pytest.raises(_Crash):
+        fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args))
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "w"
+    last = run / "weights" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # as a kill during Ultralytics' write leaves it
+    assert run_state(run) == "damaged"
+
+    result = fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args), resume=True)
+    assert (run / "weights" / "last.pt.damaged").is_file()
+    epochs = [r.split(",")[0] for r in (run / "results.csv").read_text().splitlines()[1:]]
+    assert epochs[-1] == "3" and len(epochs) < 5  # continued from a saved epoch, not from scratch
+    assert load_model(tmp_path / "w.pt") is not None and result.metrics
+
+
+def test_finished_but_unsaved_run_is_finalised_without_training(tiny_yaml, tmp_path, monkeypatch):
+    import yolo_compress.training as training
+
+    data, args = _args(tiny_yaml, tmp_path / "w.pt", epochs=1)
+    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    real_save = training.save_checkpoint
+    state = {"n": 0}
+
+    def die_on_final_save(m, path, **kw):
+        state["n"] += 1
+        if Path(path) == tmp_path / "w.pt":
+            raise _Crash  # killed between the end of training and the stage's own record
+        return real_save(m, path, **kw)
+
+    monkeypatch.setattr(training, "save_checkpoint", die_on_final_save)
+    with pytest.raises(_Crash):
+        fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args))
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "w"
+    assert run_state(run) == "finished" and not (tmp_path / "w.pt").exists()
+    rows_before = (run / "results.csv").read_text()
+    monkeypatch.setattr("ultralytics.YOLO.train", lambda *a, **k: pytest.fail("must not train again"))
+    fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args), resume=True)
+    assert (run / "results.csv").read_text() == rows_before
+    assert load_model(tmp_path / "w.pt") is not None
+
+
+# ---- the pipeline -------------------------------------------------------------------------------------------------
+def test_pipeline_refuses_to_overwrite_its_input_before_any_work(tiny_yaml, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    data = resolve_data(tiny_yaml)
+    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), out / "finetune.pt")
+    before = digest(weights)
+    proc = subprocess.run([*CLI, "run", "--weights", str(weights), "--data", str(tiny_yaml), "--out", str(out),
+                           "--epochs", "1", "--imgsz", "64"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "--weights" in err[0] and "--out" in err[0] and "finetune" in err[0]
+    assert digest(weights) == before and sorted(p.name for p in out.iterdir()) == ["finetune.pt"]
+
+
+def test_failed_commands_leave_nothing_in_the_current_folder(tiny_yaml, tmp_path):
+    cases = [
+        ["train", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--epochs", "1", "lr00=0.01"],
+        ["sparse", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--zero-at", "2"],
+        ["distill", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--teacher", "missing.pt"],
+        ["compare", "missing.pt", "--data", str(tiny_yaml)],
+        ["run", "--data", str(tiny_yaml), "--loss", "foo"],
+    ]
+    for args in cases:
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert list(tmp_path.iterdir()) == [], (args, list(tmp_path.iterdir()))
+
+
+def test_stale_temp_files_are_removed_and_damaged_manifest_rerun_skips_verified_stages(tiny_yaml, tmp_path):
+    from yolo_compress.config import load_config
+    from yolo_compress.pipeline import CompressionPipeline
+
+    cfg = load_config(data=str(tiny_yaml), out=str(tmp_path / "o"), epochs=1, imgsz=64, batch=8, sparse=False,
+                      distill=False, compare=False)
+    CompressionPipeline(cfg).run()
+    manifest = tmp_path / "o" / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    (tmp_path / "o" / ".finetune.pt.x1y2.tmp").write_bytes(b"partial")
+    result = CompressionPipeline(cfg).run()
+    assert result.skipped == ["baseline", "prune", "finetune"] and result.ran == []
+    assert not (tmp_path / "o" / ".finetune.pt.x1y2.tmp").exists()
+    assert json.loads(manifest.read_text())["stages"]["finetune"]["status"] == "done"
+    assert isinstance(load_model(tmp_path / "o" / "finetune.pt"), torch.nn.Module)
+
+
+def test_compress_error_is_one_line_for_every_command(tiny_yaml, tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "file").write_text("")
+    cases = {
+        "run": ["run", "--config", "bad.yaml"],
+        "prune": ["prune", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--save", "folder.pt"],
+        "distill": ["distill", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--teacher", "nope.pt"],
+        "compare": ["compare", "yolov8n.yaml", "--data", str(tiny_yaml), "--out", "file"],
+        "predict": ["predict", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--source", "missing.png"],
+        "evaluate": ["evaluate", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml)],
+        "export": ["export", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--format", "foo"],
+        "data": ["data", "--train", "0", "--root", "d"],
+        "set": ["run", "--set", "train_args={lr00: 0.01}", "--data", str(tiny_yaml)],
+        "speed": ["run", "--speed-up", "0.5", "--data", str(tiny_yaml)],
+    }
+    (tmp_path / "bad.yaml").write_text("epochs: [1\n")
+    for name, args in cases.items():
+        proc = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert len(err) == 1 and err[0].startswith("yolo-compress: error:"), (name, proc.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "file", "folder.pt"]
+
+
+def test_class_count_mismatch_is_caught_before_training(tiny_yaml, tmp_path):
+    from yolo_compress import PruneModel
+
+    data = resolve_data(tiny_yaml)
+    other = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", 2, {0: "a", 1: "b"}), tmp_path / "nc2.pt")
+    with pytest.raises(CompressError, match="predicts 2 classes but dataset"):
+        PruneModel(other, data=data.path)
