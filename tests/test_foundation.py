@@ -183,7 +183,8 @@ def test_cli_help_lists_every_command(tmp_path):
     proc = _cli("--help", cwd=tmp_path)
     assert proc.returncode == 0
     listed = set(re.search(r"\{([a-z,]+)\}", proc.stdout).group(1).split(","))
-    assert listed == {"data", "train", "sparse", "prune", "distill", "compare", "export", "predict", "evaluate", "run"}
+    assert listed == {"data", "train", "sparse", "prune", "distill", "compare", "export", "quantize", "predict",
+                      "evaluate", "run"}
 
 
 def test_cli_data_writes_a_dataset(tmp_path):

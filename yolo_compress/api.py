@@ -160,6 +160,25 @@ class PruneModel:
             raise CompressError("nothing saved to export yet; train or prune first (or load a .pt)")
         return export(self.weights, format, kwargs.pop("imgsz", self.imgsz), **kwargs)
 
+    def quantize(self, format: str = "onnx", **settings: Any) -> Path:
+        """INT8 ONNX model of the current weights (exported to ONNX first when there is no export yet).
+
+        Settings (``QuantizeSettings``): ``quantize_mode`` (``static``: calibrated on ``calibration`` train images,
+        or ``dynamic``), ``float_head``. Returns the ``*-int8.onnx`` path, next to the weights.
+        """
+        from yolo_compress.deploy.export import export, exported_path
+        from yolo_compress.deploy.quantize import check_quantizable, quantize_onnx
+        from yolo_compress.deploy.settings import QuantizeSettings
+
+        check_quantizable(format)
+        config, _ = _split(QuantizeSettings, settings, rest_allowed=False)
+        if self.weights is None:
+            raise CompressError("nothing saved to quantize yet; train or prune first (or load a .pt)")
+        onnx = exported_path(self.weights, "onnx")
+        if not onnx.is_file() or onnx.stat().st_mtime < self.weights.stat().st_mtime:
+            onnx = export(self.weights, "onnx", self.imgsz)
+        return quantize_onnx(onnx, self.data, self.imgsz, config.quantize_mode, config.calibration, config.float_head)
+
     # ---- relations ---------------------------------------------------------------------------------------------
     def predict(self, source: str | Path, save: bool = True, save_dir: str | Path = "runs/predict",
                 **kwargs: Any) -> list[dict[str, Any]]:

@@ -74,6 +74,7 @@ def _training(sub: Any, name: str, help: str, settings: type | None = None) -> a
 def build_parser() -> argparse.ArgumentParser:
     from yolo_compress.config import STAGE_SETTINGS, RunSettings
     from yolo_compress.deploy.export import FORMATS
+    from yolo_compress.deploy.settings import QuantizeSettings
     from yolo_compress.distill import DistillSettings
     from yolo_compress.pipeline import STAGE_NAMES
     from yolo_compress.prune import PruneSettings
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint next to it")
     _model_args(p)
     p.add_argument("--format", default="onnx", choices=tuple(FORMATS))
+
+    p = sub.add_parser("quantize", help="INT8 ONNX model of a checkpoint (exported first when needed)")
+    _model_args(p)
+    p.add_argument("--format", default="onnx", help="only onnx is supported")
+    QuantizeSettings.add_arguments(p)
 
     p = sub.add_parser("predict", help="detect, infer parent boxes, draw them")
     _model_args(p)
@@ -201,6 +207,11 @@ def run(a: argparse.Namespace) -> None:
               f"{r.gflops_before:.3f} -> {r.gflops_after:.3f} ({r.speed_up:.2f}x) in {r.seconds:.1f}s; saved {a.save}")
     elif a.command == "export":
         print(pm.export(format=a.format))
+    elif a.command == "quantize":
+        from yolo_compress.deploy.settings import QuantizeSettings
+
+        given = {k: getattr(a, k) for k in QuantizeSettings.field_names() if getattr(a, k) is not None}
+        print(pm.quantize(format=a.format, **given))
     elif a.command == "predict":
         results = pm.predict(a.source, save_dir=a.save_dir, conf=a.conf)
         for r in results:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from yolo_compress.deploy.settings import QuantizeSettings
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
 from yolo_compress.prune.settings import PruneSettings
@@ -23,6 +24,7 @@ STAGE_SETTINGS: dict[str, type[Settings]] = {
     "sparse_settings": SparseSettings,
     "prune_settings": PruneSettings,
     "distill_settings": DistillSettings,
+    "quantize_settings": QuantizeSettings,
 }
 FROM = ("prune", "finetune")
 
@@ -55,7 +57,9 @@ class RunSettings(Settings):
     distill_from: str = setting("prune", "distillation starts from the pruned (a fair comparison with fine-tuning) "
                                 "or the fine-tuned weights", check=_from, must="prune or finetune")
     compare: bool = setting(True, "write the comparison table of every stage")
-    export: str | None = setting(None, "export the final weights, e.g. onnx")
+    export: str | None = setting(None, "export the final weights: onnx or torchscript")
+    quantize: str | None = setting(None, "quantize the final weights: int8 (an INT8 ONNX model, ONNX Runtime)",
+                                   choices=("int8",))
     latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
                                   must=">= 0")
 
@@ -75,6 +79,7 @@ class PipelineConfig:
     sparse_settings: SparseSettings = field(default_factory=SparseSettings)
     prune_settings: PruneSettings = field(default_factory=PruneSettings)
     distill_settings: DistillSettings = field(default_factory=DistillSettings)
+    quantize_settings: QuantizeSettings = field(default_factory=QuantizeSettings)
 
     def stage_epochs(self, stage: str) -> int:
         return int(self.run.epochs or getattr(self.run, f"{stage}_epochs"))

@@ -18,7 +18,7 @@ from typing import Any
 from yolo_compress.checkpoint import load_model, remove_stale_temps
 from yolo_compress.config import PipelineConfig
 from yolo_compress.dataset import resolve_data
-from yolo_compress.deploy.stage import ExportStage
+from yolo_compress.deploy.stage import ExportStage, QuantizeStage
 from yolo_compress.distill.stage import DistillStage
 from yolo_compress.errors import CompressError
 from yolo_compress.finetune.stage import BaselineStage, FinetuneStage
@@ -32,7 +32,7 @@ from yolo_compress.training import check_classes, writable_dir
 
 LOGGER = logging.getLogger(__name__)
 STAGES: tuple[type[Stage], ...] = (BaselineStage, SparseStage, PruneStage, FinetuneStage, DistillStage,
-                                   CompareStage, ExportStage)
+                                   ExportStage, QuantizeStage, CompareStage)
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
@@ -120,9 +120,11 @@ class CompressionPipeline:
                     measured.update(model_size(load_model(outputs["weights"]), self.ctx.imgsz))
                 self.manifest.finish(stage.name, outputs, seconds=round(time.perf_counter() - t0, 2), **measured)
                 result.ran.append(stage.name)
-            weights = stage.outputs().get("weights")
-            if weights is not None and weights.suffix == ".pt":
-                result.weights[stage.name] = weights
+            for role, path in stage.outputs().items():
+                if role == "weights" and path.suffix == ".pt":
+                    result.weights[stage.name] = path
+                elif path.suffix == ".onnx":
+                    result.weights[path.name] = path  # a report row of its own: distill.onnx, distill-int8.onnx
         if "compare" in self.manifest.stages:
             result.rows = self.manifest.stages["compare"].get("rows", [])
         return result

@@ -14,7 +14,7 @@ from typing import Any
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.models import model_size
-from yolo_compress.report.measure import measure_latency
+from yolo_compress.report.measure import measure_latency, measure_onnx_latency
 from yolo_compress.validation import validate
 
 LOGGER = logging.getLogger(__name__)
@@ -62,8 +62,11 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
             relations: bool | None = None, rounds: int = 30) -> list[Row]:
     """Measure every checkpoint; ``speed_up`` is latency relative to the first row.
 
+    ``.pt`` files are timed in PyTorch, ``.onnx`` files (an export, an INT8 model) in ONNX Runtime; an ONNX row
+    reports the parameters and GFLOPs of the ``.pt`` it was exported from (same stem, ``-int8`` dropped).
+
     Args:
-        weights: checkpoint paths, baseline first.
+        weights: checkpoint paths (``.pt`` or ``.onnx``), baseline first.
         data: dataset whose ``val`` split scores every row.
         imgsz: evaluation image size (GFLOPs and latency use it too).
         names: row labels (default: file stems).
@@ -72,13 +75,17 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     """
     paths = [Path(w) for w in weights]
     names = names or [p.stem for p in paths]
-    models = [load_model(p) for p in paths]
-    latencies = measure_latency(models, imgsz, rounds)
+    onnx = [p for p in paths if p.suffix == ".onnx"]
+    models = {p: load_model(_source_pt(p)) for p in paths}
+    timed = dict(zip([p for p in paths if p.suffix != ".onnx"],
+                     measure_latency([models[p] for p in paths if p.suffix != ".onnx"], imgsz, rounds)))
+    timed.update(zip(onnx, measure_onnx_latency(onnx, imgsz, rounds)) if onnx else {})
+    latencies = [timed[p] for p in paths]
     if relations is None:
         relations = data.task == "detect" and _has_parent_labels(data.path)
     rows = []
-    for name, path, model, latency in zip(names, paths, models, latencies):
-        size = model_size(model, imgsz)
+    for name, path, latency in zip(names, paths, latencies):
+        size = model_size(models[path], imgsz)
         accuracy = _accuracy(validate(path, data, imgsz))
         if relations:
             from ultralytics import YOLO
@@ -88,8 +95,16 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
             rel = evaluate_relations(YOLO(path), data.path, imgsz=imgsz)
             accuracy.update(rel_precision=rel["precision"], rel_recall=rel["recall"], rel_f1=rel["f1"])
         rows.append(Row(name=name, params=int(size["params"]), gflops=size["gflops"], accuracy=accuracy,
-                        size_mb=path.stat().st_size / 2**20, latency_ms=latency, speed_up=latencies[0] / latency))
+                        size_mb=path.stat().st_size / 2**20, latency_ms=latency, speed_up=latencies[0] / latency,
+                        runtime="onnxruntime" if path.suffix == ".onnx" else "pytorch"))
     return rows
+
+
+def _source_pt(path: Path) -> Path:
+    """The checkpoint an ONNX file was exported from: ``distill-int8.onnx`` / ``distill.onnx`` -> ``distill.pt``."""
+    if path.suffix != ".onnx":
+        return path
+    return path.with_name(path.stem.removesuffix("-int8") + ".pt")
 
 
 def _has_parent_labels(data: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from copy import deepcopy
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,4 +27,26 @@ def measure_latency(models: list[nn.Module], imgsz: int, rounds: int = 30, warmu
                 m(x)
                 if r >= warmup:
                     times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def measure_onnx_latency(paths: list[Path], imgsz: int, rounds: int = 30, warmup: int = 3,
+                         threads: int | None = None) -> list[float]:
+    """Median milliseconds per batch-1 ONNX Runtime run of each model, timed interleaved like
+    :func:`measure_latency`; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(warmup + rounds):
+        for i, (s, feed) in enumerate(zip(sessions, feeds)):
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            if r >= warmup:
+                times[i].append((time.perf_counter() - t0) * 1e3)
     return [statistics.median(t) for t in times]
