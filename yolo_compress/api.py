@@ -131,8 +131,8 @@ class PruneModel:
         from yolo_compress.distill.stage import check_teacher, distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        check_teacher(t_weight, self.data, settings, kwargs.get("imgsz", self.imgsz))
         out, args = self._prepare(save_dir, kwargs, DistillSettings, extra_inputs=(Path(t_weight),))
+        check_teacher(t_weight, self.data, settings, args["imgsz"])
         return self._trained(distill(self.model, t_weight, self.data, out, settings, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,

@@ -1,0 +1,122 @@
+"""Every stage setting has one default and one check, shared by the CLI, the config file, the API and the trainers;
+the package has no import cycle; the README documents every key."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from yolo_compress import CompressError
+from yolo_compress.cli import build_parser
+from yolo_compress.config import STAGE_SETTINGS, RunSettings, config_keys, load_config
+from yolo_compress.deploy.settings import QuantizeSettings
+from yolo_compress.distill import DistillSettings
+from yolo_compress.prune import PruneSettings
+from yolo_compress.sparse import SparseSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {"sparse": SparseSettings, "prune": PruneSettings, "distill": DistillSettings,
+            "quantize": QuantizeSettings}
+
+
+def test_cli_config_and_settings_share_defaults():
+    run = vars(build_parser().parse_args(["run"]))
+    cfg = load_config()
+    assert RunSettings.pick(run) == cfg.run == RunSettings()
+    for attr, cls in STAGE_SETTINGS.items():
+        assert cls.pick(run) == getattr(cfg, attr) == cls(), attr
+    required = {"sparse": ["--weights", "w"], "prune": ["--weights", "w"], "quantize": ["--weights", "w"],
+                "distill": ["--weights", "w", "--teacher", "t"]}
+    for command, cls in COMMANDS.items():
+        assert cls.pick(vars(build_parser().parse_args([command, *required[command]]))) == cls(), command
+
+
+def test_api_passes_the_same_defaults(monkeypatch, tiny_yaml, tmp_path):
+    """With no setting given, ``PruneModel`` hands each stage exactly ``Settings()``."""
+    import yolo_compress.distill.stage as distill_stage
+    import yolo_compress.prune.stage as prune_stage
+    import yolo_compress.sparse.stage as sparse_stage
+    from yolo_compress import PruneModel
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(name):
+        def fn(*args, **kwargs):
+            seen[name] = [a for a in args if isinstance(a, (SparseSettings, PruneSettings, DistillSettings))]
+            raise Stop
+        return fn
+
+    monkeypatch.setattr(sparse_stage, "sparse_train", capture("sparse"))
+    monkeypatch.setattr(prune_stage, "prune_to", capture("prune"))
+    monkeypatch.setattr(distill_stage, "distill", capture("distill"))
+    monkeypatch.setattr(distill_stage, "check_teacher", lambda *a, **k: None)
+    pm = PruneModel("yolov8n.yaml", data=tiny_yaml)
+    for call in (pm.sparse_train, pm.prune, lambda **kw: pm.distill(tmp_path / "t.pt", **kw)):
+        with pytest.raises(Stop):
+            call(save_dir=tmp_path / "x.pt")
+    assert seen["sparse"] == [SparseSettings(), PruneSettings()]  # the pruning target sparse training aims at
+    assert seen["prune"] == [PruneSettings()] and seen["distill"] == [DistillSettings()]
+
+
+def test_one_check_everywhere(tiny_yaml):
+    from yolo_compress import PruneModel
+
+    with pytest.raises(CompressError, match="zero_at=2.0: must be in"):
+        load_config(zero_at=2.0)
+    with pytest.raises(CompressError, match="zero_at=2.0: must be in"):
+        PruneModel("yolov8n.yaml", data=tiny_yaml).sparse_train(zero_at=2.0)
+    with pytest.raises(CompressError, match="did you mean 'loss'"):
+        PruneModel("yolov8n.yaml", data=tiny_yaml).distill("t.pt", los="kd")
+
+
+def test_config_keys_are_unique_and_documented():
+    keys = config_keys()
+    assert len(keys) == len(set(keys)), "a key is declared by two settings classes"
+    readme = (ROOT / "README.md").read_text()
+    missing = [k for k in keys if f"`{k}`" not in readme]
+    assert not missing, f"README lacks {missing}"
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Modules of ``package`` a file imports at module level (imports inside functions are deferred on purpose)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith(package))
+    return found
+
+
+def test_no_import_cycle_between_modules():
+    files = {}
+    for base, prefix in ((ROOT / "yolo_compress", "yolo_compress"), (ROOT / "patches", "yolo_compress.patches"),
+                         (ROOT / "data", "yolo_compress.data")):
+        for f in base.rglob("*.py"):
+            rel = f.relative_to(base).with_suffix("").parts
+            name = ".".join((prefix, *rel[:-1])) if rel[-1] == "__init__" else ".".join((prefix, *rel))
+            files[name] = f
+    def with_parents(name: str) -> set[str]:  # importing a.b.c runs the packages a.b and a first
+        parts = name.split(".")
+        return {".".join(parts[:k]) for k in range(2, len(parts) + 1)}
+
+    graph = {m: {p for i in _imports(f, "yolo_compress") for p in with_parents(i) if p in files and p != m
+                 and not m.startswith(p + ".")} for m, f in files.items()}
+
+    def cycle_from(start, node, path):
+        for nxt in graph[node]:
+            if nxt == start:
+                return [*path, nxt]
+            if nxt not in path and (found := cycle_from(start, nxt, [*path, nxt])):
+                return found
+        return None
+
+    for module in graph:
+        assert cycle_from(module, module, [module]) is None, f"import cycle: {cycle_from(module, module, [module])}"
