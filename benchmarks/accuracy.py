@@ -89,6 +89,7 @@ class Bench:
             self.runs["steps"][name] = {"epochs_run": len(history), "best_epoch": 1 + history.index(max(history)),
                                         "curve": history, "seconds": round(time.time() - t0)}
         step = self.runs["steps"].setdefault(name, {})
+        step["path"] = str(out)
         if step.get("sha") != sha(out):
             from yolo_compress.validation import validate
 
@@ -161,7 +162,6 @@ class Bench:
     def run(self) -> None:
         a = self.a
         baseline = self.trained("baseline", "yolov8n.yaml", SHIPPED_BASELINE)
-        teacher_s = self.trained("teacher_s", "yolov8s.yaml") if "best_s_teacher" in a.recipes else None
         for speedup in a.speedups:
             starts = self.starts(baseline, speedup)
             for recipe in [r for r in a.recipes if r in RECIPES]:
@@ -169,7 +169,10 @@ class Bench:
                 for seed in a.seeds:
                     self.recover(f"{a.tag}/{speedup:g}x/{recipe}/seed{seed}", starts[start], kind, baseline,
                                  {**settings, **a.distill_set} if kind == "distill" else {}, seed)
-            if teacher_s is not None:
+        if "best_s_teacher" in a.recipes:
+            teacher_s = self.trained("teacher_s", "yolov8s.yaml")
+            for speedup in a.speedups:
+                starts = self.starts(baseline, speedup)
                 best = self.best_distiller(speedup)
                 for seed in a.seeds:
                     self.recover(f"{a.tag}/{speedup:g}x/best_s_teacher/seed{seed}", starts["b"], "distill", teacher_s,

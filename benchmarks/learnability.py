@@ -38,7 +38,7 @@ def main() -> None:
         pm = PruneModel("yolov8n.yaml", data=data)
         pm.train(save_dir="weights/baseline.pt", epochs=a.epochs, batch=16, plots=False, device="cpu")
         total = time.perf_counter() - t0
-        with open(Path(tmp) / "runs" / "baseline" / "results.csv") as f:
+        with open(pm.run_dir / "results.csv") as f:
             rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
     lines = [
         "# Learnability of the built-in shapes dataset",

@@ -1,6 +1,6 @@
 """Size, GFLOPs, pruning time and batch-1 CPU latency of YOLOv8n pruned at several factors, against the baseline.
 
-For each factor, :func:`yolo_compress.pruning.prune_detector` prunes a copy of one baseline. All models are then
+For each factor, :func:`yolo_compress.prune.prune_model` prunes a copy of one baseline. All models are then
 timed side by side in one process: in each round every model runs once (PyTorch, BatchNorm fused as Ultralytics
 deploys it, and the ONNX file ``YOLO.export`` writes, in ONNX Runtime), in an order rotated per round, so that load
 from other processes spreads over all of them; the median per model is reported. The check is that the latency
@@ -29,19 +29,20 @@ import torch
 
 import yolo_compress  # noqa: F401  (offline runtime settings)
 from yolo_compress.checkpoint import save_checkpoint
-from yolo_compress.pruning import count_gflops, count_params, prune_detector
+from yolo_compress.models import gflops, param_count
+from yolo_compress.prune import PruneSettings, prune_model
 
 
 def build_baseline(cfg: str, nc: int) -> torch.nn.Module:
     """The baseline: a yaml (random init; latency does not depend on the weights) or a detection checkpoint."""
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolo_compress.checkpoint import load_detection_model
+    from yolo_compress.checkpoint import load_model
 
     torch.manual_seed(0)
     if cfg.endswith(".yaml"):
         return DetectionModel(cfg, nc=nc, verbose=False).eval()
-    return load_detection_model(cfg).eval()
+    return load_model(cfg).eval()
 
 
 def torch_runner(model: torch.nn.Module, imgsz: int) -> Callable[[], None]:
@@ -105,12 +106,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     base = build_baseline(args.model, args.nc)
-    x = torch.zeros(1, 3, args.imgsz, args.imgsz)
-    rows = [{"model": "baseline", "factor": 0.0, "params": count_params(base),
-             "gflops": count_gflops(base, x), "prune_s": 0.0, "channels_removed": 0.0}]
+    rows = [{"model": "baseline", "factor": 0.0, "params": param_count(base),
+             "gflops": gflops(base, args.imgsz), "prune_s": 0.0, "channels_removed": 0.0}]
     models = {"baseline": base}
     for f in args.factors:
-        pruned, result = prune_detector(base, args.imgsz, factor=f, importance=args.importance)
+        pruned, result = prune_model(base, args.imgsz, PruneSettings(factor=f, importance=args.importance))
         name = f"pruned {f:g}"
         models[name] = pruned
         rows.append({"model": name, "factor": f, "params": result.params_after, "gflops": result.gflops_after,

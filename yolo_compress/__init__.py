@@ -11,7 +11,7 @@ from yolo_compress.patches import runtime as _runtime
 _runtime.apply()
 
 __all__ = ["CompressError", "PruneModel"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):
