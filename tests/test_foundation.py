@@ -112,28 +112,42 @@ NETWORK_PROBE = textwrap.dedent(
             events.append((event, repr(args)[:120]))
     sys.addaudithook(hook)
     from yolo_compress import PruneModel
+    from yolo_compress.cli import main
     pm = PruneModel("yolov8n.yaml", data=sys.argv[1], imgsz=64)
     pm.train(save_dir="weights/net.pt", epochs=1, batch=8)
     pm.val()
     from ultralytics import YOLO
     YOLO("weights/net.pt").predict(sys.argv[2], imgsz=64, verbose=False)
+    pm.prune(save_dir="weights/prune.pt", factor=0.5)
+    pm.distill("weights/net.pt", save_dir="weights/distill.pt", epochs=1, batch=8)
+    pm.export(format="onnx")
+    assert main(["compare", "weights/net.pt", "weights/distill.pt", "--data", sys.argv[1], "--out", "report"]) == 0
     print("EVENTS", events)
     """
 )
 
 
-def test_train_val_predict_make_no_network_calls(tiny_yaml, tmp_path):
+@pytest.mark.slow
+def test_every_stage_and_the_cli_make_no_network_calls(tiny_yaml, tmp_path):
+    """train, val, predict, prune, distill, export and the CLI's compare, with no YOLO_* variable set (the default
+    config dir, whose font may not exist yet): not one socket call."""
+    import tempfile
+
+    from yolo_compress.patches.runtime import default_config_dir
+
     images = Path(tiny_yaml).parent / "images" / "val"
     script = tmp_path / "probe.py"
     script.write_text(NETWORK_PROBE)
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("YOLO_")}
-    env["YOLO_CONFIG_DIR"] = str(tmp_path / "cfg")  # a fresh config dir: no font there yet
+    env["TMPDIR"] = str(tmp_path / "tmp")  # a fresh default config dir (under the temp folder): no font there yet
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.run([sys.executable, str(script), str(tiny_yaml), str(images)], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, timeout=600)
+                          text=True, cwd=tmp_path, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("EVENTS")][-1]
     assert line == "EVENTS []", line
-    assert (tmp_path / "cfg" / "Ultralytics" / "Arial.ttf").is_file()
+    fresh = tmp_path / "tmp" / default_config_dir().relative_to(tempfile.gettempdir())
+    assert (fresh / "Ultralytics" / "Arial.ttf").is_file() and (tmp_path / "report" / "compare.md").is_file()
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

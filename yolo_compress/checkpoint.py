@@ -70,14 +70,18 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """
     from ultralytics import __version__
 
+    from yolo_compress.models import task_of
+
     module = _detached_copy(model)
     args = getattr(module, "args", None)
+    train_args = dict(args) if isinstance(args, dict) else dict(vars(args)) if args is not None else {}
+    module.task = train_args["task"] = task_of(module)  # else Ultralytics' loader defaults to "detect"
     ckpt = {
         "model": module,
         "ema": None,
         "optimizer": None,
         "epoch": -1,
-        "train_args": dict(args) if isinstance(args, dict) else dict(vars(args)) if args is not None else {},
+        "train_args": train_args,
         "date": datetime.now(timezone.utc).isoformat(),
         "version": __version__,
         **extra,

@@ -27,10 +27,15 @@ def head_module_ids(model: nn.Module) -> set[int]:
 
 
 def task_of(model: nn.Module) -> str:
-    """``"detect"``, ``"classify"``, ... as Ultralytics names the task of ``model``."""
+    """``"detect"``, ``"classify"``, ... as Ultralytics names the task of ``model``, read from its architecture.
+
+    Not from ``model.args``/``model.task``: a checkpoint saved without train args loads with Ultralytics' default
+    ``task="detect"`` whatever its head.
+    """
     from ultralytics.nn.tasks import guess_model_task
 
-    return str(guess_model_task(model))
+    spec = getattr(model, "yaml", None)
+    return str(guess_model_task(spec if isinstance(spec, dict) else model))
 
 
 def check_task(model: nn.Module, what: str = "model") -> str:

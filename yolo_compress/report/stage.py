@@ -24,7 +24,12 @@ class CompareStage(Stage):
     def outputs(self) -> dict[str, Path]:
         return report_paths(self.ctx.out)
 
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "latency_rounds": self.ctx.config.run.latency_rounds}
+
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        rows = [r.flat() for r in compare(list(sources.values()), self.ctx.data, self.ctx.imgsz, names=list(sources))]
+        rows = compare(list(sources.values()), self.ctx.data, self.ctx.imgsz, names=list(sources),
+                       rounds=self.ctx.config.run.latency_rounds)
+        rows = [r.flat() for r in rows]
         write_report(rows, self.ctx.out)
         return {"rows": rows}
