@@ -215,10 +215,10 @@ class PruneModel:
     def _prepare(self, save_dir: str | Path, kwargs: dict[str, Any], settings_cls: type[Settings] | None = None,
                  extra_inputs: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
         """Check the output path and the Ultralytics keywords; build the train arguments."""
-        out = output_path(save_dir, (self.weights, *extra_inputs))
         imgsz = kwargs.pop("imgsz", self.imgsz)
         extra = (*settings_cls.field_names(), *TARGET_KEYS) if settings_cls else ()
         check_train_args(kwargs, extra=extra)
+        out = output_path(save_dir, (self.weights, *extra_inputs))
         return out, train_args(kwargs, self.data, imgsz, out)
 
     def _trained(self, fit: Any, out: Path) -> Path:

@@ -26,8 +26,8 @@ def file_record(path: str | Path) -> dict[str, str]:
 class Manifest:
     """The JSON record of a pipeline run; every change is written through at once, atomically.
 
-    The previous version is kept as ``manifest.json.bak``. A manifest that does not parse (edited by hand, a disk
-    error) is moved aside with a one-line warning and the backup is used: stages whose outputs still match their
+    A second copy is kept as ``manifest.json.bak``. A manifest that does not parse (edited by hand, a disk error)
+    is moved aside with a one-line warning and the backup is used: stages whose outputs still match their
     recorded hashes are skipped, the others run again.
     """
 
@@ -46,6 +46,8 @@ class Manifest:
                                else "no usable backup, every stage runs again")
             if loaded is not None and loaded.get("version") == VERSION:
                 self.data = loaded
+                if not self.path.is_file():
+                    self.save()  # the backup becomes the manifest again
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
@@ -86,6 +88,6 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        if self.path.is_file():
-            atomic_write_bytes(self.backup, self.path.read_bytes())
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=2, default=str).encode())
+        data = json.dumps(self.data, indent=2, default=str).encode()
+        atomic_write_bytes(self.path, data)
+        atomic_write_bytes(self.backup, data)

@@ -73,9 +73,9 @@ class CompressionPipeline:
             check_classes(model, data, f"--weights {run.weights}")
         self.ctx = RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz)
         self.stages = [cls(self.ctx) for cls in STAGES]
+        self._check_overwrites()
         for stage in self.enabled():
             stage.check(model)
-        self._check_overwrites()
         self.manifest = Manifest(self.out / "manifest.json")
 
     def _check_overwrites(self) -> None:
@@ -96,6 +96,7 @@ class CompressionPipeline:
 
     def run(self, force: str | None = None) -> PipelineResult:
         """Run every enabled stage in order; ``force`` names a stage to redo together with all later ones."""
+        self.out.mkdir(parents=True, exist_ok=True)
         if force is not None:
             if force not in STAGE_NAMES:
                 raise CompressError(f"--force takes one of {', '.join(STAGE_NAMES)}, got {force!r}")

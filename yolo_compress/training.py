@@ -49,15 +49,20 @@ def run_dir_of(out: Path) -> Path:
 
 
 def writable_dir(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and prove a file can be written there.
+    """Prove ``folder`` can be created (if missing) and written, without creating it: a run that fails its later
+    checks leaves nothing behind. Writers create it when they write.
 
     Raises:
-        CompressError: it cannot be created or written (a file in the way, no permission, read-only disk).
+        CompressError: a file in the way, no permission, a read-only disk.
     """
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CompressError(f"output folder {folder} cannot be made: {existing} is a file; choose another")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise CompressError(f"output folder {folder} is not writable ({e.strerror}); choose another") from e
