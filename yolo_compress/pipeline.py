@@ -9,6 +9,7 @@ the files on disk and resumes an interrupted one (a training stage continues its
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -107,7 +108,7 @@ class CompressionPipeline:
         for stage in self.enabled():
             sources = {k: file_record(v) for k, v in stage.sources(result.weights).items()}
             sources["data"] = {"path": str(self.ctx.data.path), "sha256": _data_digest(self.ctx.data.path)}
-            settings = stage.settings()
+            settings = json.loads(json.dumps(stage.settings(), default=str))  # as the manifest stores them
             if self.manifest.is_done(stage.name, sources, settings):
                 LOGGER.info("%s: up to date, skipped", stage.name)
                 result.skipped.append(stage.name)
