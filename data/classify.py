@@ -9,16 +9,13 @@ classify task (and torchvision's ``ImageFolder``) reads. Every image depends onl
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import yaml
 
-from yolo_compress.data.synthetic import _background, _contrasting_colour
+from yolo_compress.data.synthetic import _background, _contrasting_colour, staged_folder
 from yolo_compress.errors import CompressError
 
 CLASSES = ("circle", "ring", "rectangle", "frame", "triangle", "cross")
@@ -83,11 +80,7 @@ def make_classify_dataset(root: str | Path = DEFAULT_ROOT, n_train: int = 600, n
         raise CompressError(f"need --train, --val >= {len(CLASSES)} (one image per class) and --imgsz >= 32; got "
                             f"{n_train}, {n_val}, {imgsz}")
     root = Path(root).resolve()
-    if root.exists():
-        raise CompressError(f"{root} already exists; choose another folder or delete it first")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with staged_folder(root) as tmp:
         for split_id, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
             for cls in CLASSES:
                 (tmp / split / cls).mkdir(parents=True)
@@ -98,10 +91,6 @@ def make_classify_dataset(root: str | Path = DEFAULT_ROOT, n_train: int = 600, n
                 render(img, rng, cls)
                 cv2.imwrite(str(tmp / split / CLASSES[cls] / f"{split}_{i:05d}.png"), img)
         (tmp / "dataset.yaml").write_text(yaml.safe_dump({"imgsz": imgsz, "classes": list(CLASSES), "seed": seed}))
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

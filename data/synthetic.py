@@ -7,11 +7,12 @@ learns it to mAP50-95 > 0.5 in about ten CPU epochs at imgsz 160. Every image de
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,27 @@ SPLITS = ("train", "val")
 
 # An image renderer draws into ``img`` and returns YOLO label rows ``(cls, xc, yc, w, h)``, normalised.
 Renderer = Callable[[np.ndarray, np.random.Generator], list[tuple[int, float, float, float, float]]]
+
+
+@contextlib.contextmanager
+def staged_folder(root: str | Path) -> Iterator[Path]:
+    """Yield a temp folder next to ``root`` that becomes ``root`` when the block ends without error (else it is
+    deleted): an interrupted generator leaves nothing that looks like a dataset.
+
+    Raises:
+        CompressError: ``root`` exists.
+    """
+    root = Path(root).resolve()
+    if root.exists():
+        raise CompressError(f"{root} already exists; choose another folder or delete it first")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        yield tmp
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_yolo_dataset(
@@ -56,11 +78,7 @@ def write_yolo_dataset(
         Path of the written ``data.yaml``.
     """
     root = Path(root).resolve()
-    if root.exists():
-        raise CompressError(f"{root} already exists; choose another folder or delete it first")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    with staged_folder(root) as tmp:
         for split_id, (split, n) in enumerate(counts.items()):
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
@@ -74,10 +92,6 @@ def write_yolo_dataset(
                 (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
                 if extra_files is not None:
                     extra_files(tmp, split, stem, rows)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     # ``imgsz`` is not an Ultralytics key: yolo-compress uses it as the default image size for this dataset.
     spec = {"path": str(root), **{s: f"images/{s}" for s in counts}, "names": dict(enumerate(names)), "imgsz": imgsz}
     yaml_path = root / "data.yaml"
