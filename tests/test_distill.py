@@ -170,7 +170,7 @@ def test_distiller_rejects_layers_without_cv2(student, teacher, layers):
 
 
 def test_distiller_pairs_chunk_free_c2f(student, teacher):
-    from yolo_compress.pruning.c2f import swap_c2f_
+    from yolo_compress.prune import swap_c2f_
 
     swap_c2f_(student)
     distiller = Distiller(student, teacher, settings(loss="cwd", distill_layers=(6, 8, 12, 15, 18, 21)))

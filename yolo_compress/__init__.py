@@ -1,8 +1,7 @@
 """yolo-compress: sparse training, channel pruning, fine-tuning and distillation for Ultralytics YOLOv8.
 
-Importing the package applies the offline-safe runtime settings of ``yolo_compress.patches.runtime`` before
-Ultralytics is imported anywhere else in it. ``PruneModel`` is imported on first access, so submodules such
-as ``yolo_compress.losses`` stay cheap to import.
+Importing the package applies the offline-safe runtime settings of ``yolo_compress.patches.runtime`` (which
+imports Ultralytics) before anything else uses Ultralytics. ``PruneModel`` is imported on first access.
 """
 
 from yolo_compress.errors import CompressError

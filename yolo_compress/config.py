@@ -1,6 +1,6 @@
 """Pipeline settings: the run's own keys plus every stage's settings, loadable from YAML, overridable everywhere.
 
-The config file is flat (``sr``-style keys of every stage side by side); each stage key is routed to the stage
+The config file is flat (the keys of every stage side by side); each stage key is routed to the stage
 settings class that declares it (:data:`STAGE_SETTINGS`), so its default and check live there once.
 """
 
