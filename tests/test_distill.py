@@ -364,3 +364,31 @@ def test_kd_class_gradient_is_of_the_order_of_the_detection_class_loss(pristine)
     kd_mean = grad_norm(2 * bernoulli_kl(scores, teacher).sum(1).mean())  # the former normalisation
     assert 0.2 < kd / det < 5, (kd, det)
     assert kd_mean < 0.5 * kd  # here the three boxes cover a large share of the anchors
+
+
+def test_interrupted_distillation_resumes_with_its_own_settings(data_yaml, teacher_pt, tmp_path, monkeypatch):
+    from yolo_compress import PruneModel
+    from yolo_compress.checkpoint import load_model
+
+    original, seen = DistillationTrainer.save_model, []
+
+    def save_then_crash(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    def record(self):
+        seen.append((self.epoch, self.settings, self.args.teacher))
+        return original(self)
+
+    monkeypatch.setattr(DistillationTrainer, "save_model", save_then_crash)
+    pm = PruneModel("yolov8n.yaml", data=data_yaml, imgsz=IMGSZ)
+    params = pm.info()["params"]
+    with pytest.raises(KeyboardInterrupt):
+        pm.distill(teacher_pt, save_dir=tmp_path / "d.pt", epochs=2, batch=4, plots=False, loss="mgd",
+                   distill_layers=[12, 18], kd_tau=3.0)
+    monkeypatch.setattr(DistillationTrainer, "save_model", record)
+    out = pm.distill(teacher_pt, save_dir=tmp_path / "d.pt", resume=True)
+    assert [e for e, _, _ in seen] == [1]
+    s, teacher = seen[0][1], seen[0][2]
+    assert (s.loss, s.distill_layers, s.kd_tau) == ("mgd", (12, 18), 3.0) and teacher == str(Path(teacher_pt).resolve())
+    assert sum(p.numel() for p in load_model(out).parameters()) == params

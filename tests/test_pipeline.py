@@ -142,3 +142,31 @@ def test_seed_usage_sparse_prune_train_distill_compare_export(tiny_yaml, tmp_pat
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
+    """Which files each stage reads and writes, as the pipeline passes them (no training)."""
+    from yolo_compress.deploy.stage import ExportStage, QuantizeStage
+    from yolo_compress.distill.stage import DistillStage
+    from yolo_compress.stage import RunContext
+
+    done = {s: tmp_path / f"{s}.pt" for s in ("baseline", "sparse", "prune", "finetune", "distill")}
+
+    def ctx(**kw):
+        cfg = load_config(data=str(tiny_yaml), out=str(tmp_path), **kw)
+        from yolo_compress.dataset import resolve_data
+
+        return RunContext(cfg, tmp_path, resolve_data(tiny_yaml), 64)
+
+    assert DistillStage(ctx()).sources(done) == {"weights": done["prune"], "teacher": done["baseline"]}
+    assert DistillStage(ctx(distill_from="finetune")).sources(done)["weights"] == done["finetune"]
+    assert DistillStage(ctx(sparse=False)).sources(done)["teacher"] == done["baseline"]
+    export = ExportStage(ctx(export="onnx"))
+    assert export.sources(done) == {"weights": done["distill"]}
+    assert export.outputs() == {"file": tmp_path / "distill.onnx"}
+    assert ExportStage(ctx(export="onnx", distill=False)).outputs() == {"file": tmp_path / "finetune.onnx"}
+    quant = QuantizeStage(ctx(export="onnx", quantize="int8"))
+    assert quant.sources(done)["onnx"] == tmp_path / "distill.onnx"  # the export stage's file, not a second export
+    assert quant.outputs() == {"int8": tmp_path / "distill-int8.onnx"}
+    with pytest.raises(CompressError, match="export format 'foo' is not supported"):
+        ExportStage(ctx(export="foo")).check(None)

@@ -70,3 +70,15 @@ def test_prune_model_predict_and_evaluate(diagram_yaml, tmp_path):
 
     assert metrics["tp"] <= min(metrics["n_pred"], metrics["n_gt"])
     assert metrics["f1"] == pytest.approx(prf(metrics["tp"], metrics["n_pred"], metrics["n_gt"])["f1"])
+
+
+def test_report_has_relation_columns_on_diagram_data(diagram_yaml, tmp_path):
+    from yolo_compress.checkpoint import save_checkpoint
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.report import compare
+
+    pm = PruneModel("yolov8n.yaml", data=diagram_yaml)
+    weights = save_checkpoint(pm.model, tmp_path / "m.pt")
+    rows = [r.flat() for r in compare([weights], resolve_data(diagram_yaml), 64, rounds=1)]
+    assert {"rel_precision", "rel_recall", "rel_f1"} <= set(rows[0])
+    assert format_table(rows).splitlines()[0].split()[5:8] == ["rel_precision", "rel_recall", "rel_f1"]

@@ -153,3 +153,30 @@ def test_sparse_training_frees_channels_and_pruning_them_is_exact(shapes_yaml: P
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(pruned(x)[0], sparse(x)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_interrupted_sparse_training_resumes_with_its_own_settings(shapes_yaml, tmp_path, monkeypatch):
+    from yolo_compress import PruneModel
+    from yolo_compress.checkpoint import load_model
+
+    original, seen = SparseTrainer.save_model, []
+
+    def save_then_crash(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    def record(self):
+        seen.append((self.epoch, self.settings, len(self.plan)))
+        return original(self)
+
+    monkeypatch.setattr(SparseTrainer, "save_model", save_then_crash)
+    pm = PruneModel("yolov8n.yaml", data=shapes_yaml, imgsz=64)
+    kw = {"epochs": 2, "batch": 4, "plots": False, "mosaic": 0.0, "zero_at": 0.75, "factor": 0.5}
+    with pytest.raises(KeyboardInterrupt):
+        pm.sparse_train(save_dir=tmp_path / "sparse.pt", **kw)
+    monkeypatch.setattr(SparseTrainer, "save_model", record)
+    out = pm.sparse_train(save_dir=tmp_path / "sparse.pt", resume=True)  # no settings given: the run's own
+    assert [e for e, _, _ in seen] == [1]  # only epoch 2 trained again
+    assert seen[0][1] == SparseSettings(zero_at=0.75) and seen[0][2] > 0  # zero_at and the plan came back
+    g = gamma_stats(load_model(out), 1e-9)
+    assert g.share_below > 0.3  # the freed channels are exactly zero at the end
