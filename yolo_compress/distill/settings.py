@@ -12,7 +12,7 @@ from yolo_compress.settings import Settings, non_negative, positive, setting
 SCHEDULES = ("constant", "cosine")
 TEACHER_INPUTS = ("same", "imagenet")
 KD_TAU = {"detect": 1.0, "classify": 4.0}  # the default temperature per task (kd_tau unset)
-DEFAULT_LOSS = {"detect": "cwd+kd", "classify": "kd"}  # the default loss per task (loss unset)
+DEFAULT_LOSS = {"detect": "kd", "classify": "kd"}  # the default loss per task (loss unset)
 
 
 def _fraction(v: float) -> bool:
