@@ -187,7 +187,8 @@ def test_trainer_rejects_bad_input(data_yaml, teacher_pt, tmp_path):
     with pytest.raises(CompressError, match="not found"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
     with pytest.raises(CompressError, match="no 'cv2'"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_layers=[6, 10]))
+        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd",
+                                                        distill_layers=[6, 10]))
     with pytest.raises(CompressError, match="distill_schedule='step' is not supported"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
     other = save_checkpoint(detection_model("yolov8n.yaml", 2), tmp_path / "nc2.pt")
