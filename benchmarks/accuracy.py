@@ -79,12 +79,14 @@ class Bench:
     def trained(self, name: str, cfg: str, shipped: Path | None = None) -> Path:
         """A model trained from ``cfg`` until validation mAP stops rising (``BASELINE_RECIPE``), cached."""
         from yolo_compress import PruneModel
+        from yolo_compress.training import run_dir_of, run_state
 
         out = shipped if shipped is not None and shipped.is_file() else self.work / f"{name}.pt"
         if not out.is_file():
             t0 = time.time()
             pm = PruneModel(cfg, data=self.data.path, seed=0)
-            pm.train(save_dir=out, plots=False, **BASELINE_RECIPE)
+            interrupted = run_state(run_dir_of(out)) != "none"  # a run cut off (e.g. by a session end) continues
+            pm.train(save_dir=out, resume=interrupted, plots=False, **BASELINE_RECIPE)
             history = curve(pm.run_dir)
             self.runs["steps"][name] = {"epochs_run": len(history), "best_epoch": 1 + history.index(max(history)),
                                         "curve": history, "seconds": round(time.time() - t0)}

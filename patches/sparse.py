@@ -14,7 +14,15 @@ from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_compress.patches.trainers import KeepModule, ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
-from yolo_compress.sparse import SparseSettings, gamma_stats, save_gamma_histogram, scale_channels_, shrink_factor
+from yolo_compress.sparse import (
+    SparseSettings,
+    gamma_stats,
+    prunable_batchnorms,
+    save_gamma_histogram,
+    scale_channels_,
+    shrink_factor,
+    soft_threshold_,
+)
 
 LOGGER = logging.getLogger(__name__)
 HISTOGRAM_NAME = "bn_gamma_hist.png"
@@ -23,6 +31,9 @@ ZERO = 1e-2  # |gamma| below this shows as "zero" in the histogram's title
 
 class SparseTraining(KeepModule):
     """Train while the planned channels' BatchNorm scale and shift shrink to exactly zero (network slimming).
+
+    With ``sparse_method="l1"`` every prunable BatchNorm scale gets the proximal L1 step instead: after each
+    optimizer step, ``soft_threshold_`` by ``l1_total`` times the share of the run that step covered.
 
     ``sparse_plan`` (BatchNorm name -> channel indices, plain data in ``args``) comes from
     ``yolo_compress.prune.plan_channels``. After each optimizer step (:meth:`after_optimizer_step`) the planned
@@ -41,21 +52,39 @@ class SparseTraining(KeepModule):
         super().__init__(*args, **kwargs)
         self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
         self._factor = 1.0
+        self._progress = 0.0
         self.add_callback("on_train_start", _start_schedule)
         self.add_callback("on_train_end", _write_histogram)
 
     def after_optimizer_step(self) -> None:
-        """Shrink the planned channels to the magnitude the schedule allows at this point of the run."""
-        factor = shrink_factor(self.progress(), self.settings.zero_at)
-        ratio = factor / self._factor if self._factor > 0 else 0.0
-        scale_channels_(unwrap_model(self.model), self.plan, ratio)
-        if self.ema:  # the EMA (what checkpoints hold) shrinks alike, or it would lag behind the zeros
-            scale_channels_(self.ema.ema, self.plan, ratio)
-        self._factor = factor
+        """Shrink the planned channels to the magnitude the schedule allows at this point of the run (or, for
+        ``l1``, pull every scale by this step's share of ``l1_total``); the EMA, which checkpoints hold, alike."""
+        models = [unwrap_model(self.model), *([self.ema.ema] if self.ema else [])]
+        progress = self.progress()
+        if self.settings.sparse_method == "l1":
+            amount = self.settings.l1_total * max(progress - self._progress, 0.0)
+            for model in models:
+                soft_threshold_(model, amount)
+        else:
+            factor = shrink_factor(progress, self.settings.zero_at)
+            ratio = factor / self._factor if self._factor > 0 else 0.0
+            for model in models:
+                scale_channels_(model, self.plan, ratio)
+            self._factor = factor
+        self._progress = progress
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
         """Append the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
-        modules = dict(unwrap_model(self.model).named_modules())
+        model = unwrap_model(self.model)
+        if self.settings.sparse_method == "l1":
+            gammas = [bn.weight.detach() for bn in prunable_batchnorms(model)]
+            share = sum(int((g == 0).sum()) for g in gammas) / max(sum(g.numel() for g in gammas), 1)
+            LOGGER.info("sparsity epoch %d: L1 pull %.3f so far, %.1f%% of prunable scales at zero",
+                        self.epoch + 1, self.settings.l1_total * self._progress, 100 * share)
+            super().save_metrics({**metrics, "sparse/pulled": self.settings.l1_total * self._progress,
+                                  "sparse/zero": share})
+            return
+        modules = dict(model.named_modules())
         freed = sum(len(c) for c in self.plan.values())
         zero = sum(int((modules[n].weight.detach()[c] == 0).sum()) for n, c in self.plan.items())
         share = zero / freed if freed else 0.0
@@ -65,8 +94,9 @@ class SparseTraining(KeepModule):
 
 
 def _start_schedule(trainer: SparseTraining) -> None:
-    """A resumed run's planned channels are already as small as the schedule wanted at the resumed epoch."""
-    trainer._factor = shrink_factor(trainer.progress(), trainer.settings.zero_at)
+    """A resumed run's channels are already as small as the schedule wanted at the resumed epoch."""
+    trainer._progress = trainer.progress()
+    trainer._factor = shrink_factor(trainer._progress, trainer.settings.zero_at)
 
 
 def _write_histogram(trainer: SparseTraining) -> None:

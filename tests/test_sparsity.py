@@ -17,6 +17,7 @@ from yolo_compress.sparse import (
     save_gamma_histogram,
     scale_channels_,
     shrink_factor,
+    soft_threshold_,
 )
 
 NC = 4
@@ -68,11 +69,22 @@ def test_stats_and_histogram(tmp_path: Path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _stub_trainer(net: nn.Module, optimizer: torch.optim.Optimizer, plan: dict, steps: int) -> SparseTrainer:
+def test_soft_threshold_hand_computed():
+    bn = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.3, -0.3, 0.05, -0.02]))
+        bn.bias.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    soft_threshold_([bn], 0.1)
+    torch.testing.assert_close(bn.weight.detach(), torch.tensor([0.2, -0.2, 0.0, 0.0]))  # exact zeros, signs kept
+    assert torch.equal(bn.bias.detach(), torch.tensor([1.0, 2.0, 3.0, 4.0]))  # L1 is on the scale only
+
+
+def _stub_trainer(net: nn.Module, optimizer: torch.optim.Optimizer, plan: dict, steps: int,
+                  settings: SparseSettings | None = None) -> SparseTrainer:
     """A SparseTrainer with only what ``optimizer_step`` reads: the real methods on a hand-built object."""
     trainer = SparseTrainer.__new__(SparseTrainer)
-    trainer.settings = SparseSettings(zero_at=0.5)
-    trainer.plan, trainer._factor = plan, 1.0
+    trainer.settings = settings or SparseSettings(zero_at=0.5)
+    trainer.plan, trainer._factor, trainer._progress = plan, 1.0, 0.0
     trainer.model, trainer.ema, trainer.optimizer = net, None, optimizer
     trainer.scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer.device = torch.device("cpu")
@@ -100,6 +112,27 @@ def test_one_step_shrinks_the_planned_gammas_under_any_optimizer(optimizer):
     dense, sparse = step({}), step({"1": [1, 2, 5]})
     torch.testing.assert_close(sparse[[1, 2, 5]], dense[[1, 2, 5]] * 0.5)
     torch.testing.assert_close(sparse[[0, 3, 4, 6, 7]], dense[[0, 3, 4, 6, 7]])
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
+def test_one_l1_step_pulls_every_prunable_gamma_by_its_share_under_any_optimizer(optimizer):
+    """``sparse_method="l1"``: after the optimizer step, every scale is soft-thresholded by l1_total x the share of
+    the run the step covered, whatever the optimizer did to the gradient (AdamW would cap an L1 subgradient's
+    step at ~lr)."""
+    def step(settings: SparseSettings | None) -> torch.Tensor:
+        net = _tiny_net()
+        opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) if optimizer == "SGD"
+               else torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0))
+        trainer = _stub_trainer(net, opt, {}, steps=4, settings=settings or SparseSettings("l1", l1_total=0.0))
+        net(torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))).square().mean().backward()
+        trainer._batches_done = 1  # the step covered a quarter of the run
+        trainer.optimizer_step()
+        return net[1].weight.detach().clone()
+
+    dense = step(None)
+    pulled = step(SparseSettings(sparse_method="l1", l1_total=1.6))  # 1.6 x 1/4 = 0.4 this step
+    torch.testing.assert_close(pulled, dense.sign() * (dense.abs() - 0.4).clamp_min(0))
+    assert (pulled == 0).any() and (pulled != 0).any()
 
 
 def test_plan_is_what_pruning_removes():
@@ -153,6 +186,35 @@ def test_sparse_training_frees_channels_and_pruning_them_is_exact(shapes_yaml: P
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(pruned(x)[0], sparse(x)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_l1_sparse_training_zeroes_scales_and_pruning_takes_them_globally(shapes_yaml: Path, tmp_path: Path):
+    """Classic network slimming: a strong L1 pull leaves exact zero scales, and ``importance="auto"`` then prunes
+    by one global |gamma| threshold."""
+    from yolo_compress.checkpoint import load_model
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.models import build_from_yaml
+    from yolo_compress.sparse.stage import sparse_train
+    from yolo_compress.training import train_args
+
+    data = resolve_data(shapes_yaml)
+    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bn in prunable_batchnorms(model):  # spread scales, as a trained network has: 23% below the pull
+            bn.weight.copy_(0.2 + 1.3 * torch.rand(bn.num_features, generator=g))
+    out = tmp_path / "l1.pt"
+    args = train_args({"epochs": 1, "batch": 4, "plots": False, "val": False, "mosaic": 0.0, "seed": 0}, data, 64, out)
+    fitted = sparse_train(model, data, out, SparseSettings(sparse_method="l1", l1_total=0.5),
+                          PruneSettings(speed_up=2.0), 64, args)
+    sparse = load_model(out)
+    assert 0.15 < gamma_stats(sparse, 1e-9).share_below < 0.32  # those below 0.5 are exactly zero, the rest not
+    assert gamma_stats(sparse, 1.01).share_below > 0.99  # the largest (1.5) ends near 1.0: all pulled by 0.5
+    header, *rows = (fitted.run_dir / "results.csv").read_text().splitlines()
+    cols = dict(zip(header.split(","), rows[-1].split(",")))
+    assert float(cols["sparse/pulled"]) == pytest.approx(0.5) and float(cols["sparse/zero"]) > 0.0
+    _, result = prune_model(sparse, 64, PruneSettings(speed_up=2.0))
+    assert result.importance == "bn_scale" and result.global_pruning
 
 
 def test_interrupted_sparse_training_resumes_with_its_own_settings(shapes_yaml, tmp_path, monkeypatch):

@@ -86,9 +86,10 @@ class PruneModel:
 
         Settings: the target as for :meth:`prune` (``factor`` or ``speed_up``, ``round_to``; default 2x fewer
         GFLOPs), ``sparse_importance`` (how each layer's channels are ranked), ``zero_at`` (share of the run after
-        which they are exactly zero). The final epoch's weights are saved, and the histogram of the BatchNorm
-        scales next to them (``sparse_bn_gamma_hist.png``). Other keywords go to Ultralytics. Prune the result
-        with the same target and the default importance: exactly the freed channels go, at no accuracy cost.
+        which they are exactly zero). ``sparse_method="l1"`` instead pulls every scale by ``l1_total`` over the run
+        (the published L1 penalty, for long runs). The final epoch's weights are saved, and the histogram of the
+        BatchNorm scales next to them (``sparse_bn_gamma_hist.png``). Other keywords go to Ultralytics. Prune the
+        result with the same target and the default importance: exactly the freed channels go, at no accuracy cost.
         """
         from yolo_compress.prune import PruneSettings
         from yolo_compress.sparse import SparseSettings

@@ -98,10 +98,11 @@ def _trace_input(model: nn.Module, imgsz: int) -> torch.Tensor:
 
 
 def has_freed_channels(model: nn.Module) -> bool:
-    """True when sparse training zeroed channels: some prunable BatchNorm has a channel with scale and shift 0."""
+    """True when sparse training zeroed channels: some prunable BatchNorm scale is exactly 0 (both sparse methods
+    leave exact zeros, ordinary training does not)."""
     from yolo_compress.sparse import prunable_batchnorms
 
-    return any(bool(((bn.weight == 0) & (bn.bias == 0)).any()) for bn in prunable_batchnorms(model))
+    return any(bool((bn.weight == 0).any()) for bn in prunable_batchnorms(model))
 
 
 def _ratio_schedule(settings: PruneSettings, steps: int | None) -> list[float]:

@@ -8,6 +8,7 @@ from yolo_compress.sparse.slimming import (
     save_gamma_histogram,
     scale_channels_,
     shrink_factor,
+    soft_threshold_,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "save_gamma_histogram",
     "scale_channels_",
     "shrink_factor",
+    "soft_threshold_",
 ]

@@ -11,6 +11,8 @@ coupled channels go together), and only their BatchNorm scale *and* shift are sh
 of growing regularisation (Wang et al., ICLR 2021, arXiv:2012.09243): by ``zero_at`` of the stage both are exactly
 zero, the channel outputs SiLU(0) = 0, and the network has trained without it. BN-scale pruning then removes
 exactly these channels and the mAP right after pruning equals the sparse model's.
+
+The published L1 pull stays available (``sparse_method="l1"``, :func:`soft_threshold_`) for long sparse runs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,15 @@ def scale_channels_(model: nn.Module, plan: dict[str, list[int]], ratio: float) 
             p[idx] = p[idx] * ratio if ratio > 0 else 0.0
         count += len(channels)
     return count
+
+
+@torch.no_grad()
+def soft_threshold_(model_or_bns: BatchNorms, amount: float) -> None:
+    """The proximal step of an L1 penalty on BatchNorm scales (ISTA): |gamma| shrinks by ``amount``, stopping at
+    exactly zero. Applied after the optimizer step, it does not depend on how the optimizer rescales gradients.
+    """
+    for bn in _as_batchnorms(model_or_bns):
+        bn.weight.copy_(bn.weight.sign() * (bn.weight.abs() - amount).clamp_min(0))
 
 
 @dataclass(frozen=True)

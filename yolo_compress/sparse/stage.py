@@ -26,7 +26,8 @@ LOGGER = logging.getLogger(__name__)
 
 def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSettings, target: PruneSettings,
                  imgsz: int, args: dict[str, Any], resume: bool = False, require_resume: bool = False) -> Fit:
-    """Free the channels ``target`` would prune while training; save the final weights to ``out``.
+    """Free the channels ``target`` would prune while training (or pull every scale, ``sparse_method="l1"``);
+    save the final weights to ``out``.
 
     The C2f blocks are swapped for their exact chunk-free twins first (what pruning does too), so the plan names
     the layers of the trained network. The final epoch is kept (its freed channels are exactly zero), not the
@@ -37,10 +38,12 @@ def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSet
 
     model = deepcopy(model)
     swap_c2f_(model)
-    plan, result = plan_channels(model, imgsz, replace(target, importance=settings.sparse_importance,
-                                                       global_pruning=False))
-    LOGGER.info("sparse training frees %d channels in %d layers (%.2fx fewer GFLOPs once pruned)",
-                sum(len(c) for c in plan.values()), len(plan), result.speed_up)
+    plan: dict[str, list[int]] = {}
+    if settings.sparse_method == "plan":
+        plan, result = plan_channels(model, imgsz, replace(target, importance=settings.sparse_importance,
+                                                           global_pruning=False))
+        LOGGER.info("sparse training frees %d channels in %d layers (%.2fx fewer GFLOPs once pruned)",
+                    sum(len(c) for c in plan.values()), len(plan), result.speed_up)
     extra = {**settings.to_dict(), "sparse_plan": plan}
     fitted = fit(model, TRAINERS[data.task], out, data, {**args, **extra}, resume=resume, take="last",
                  require_resume=require_resume)
