@@ -5,7 +5,7 @@ median of interleaved runs (fp32 and INT8 of both models, and the fp32 baseline 
 160 px (the data's size) and 640 px (a typical deployment size). INT8 variants: static (calibrated) with the head
 decoding in float (the default), static with everything quantized, and dynamic. Run it alone on the machine.
 
-    .venv/bin/python benchmarks/quantize.py --pruned weights/distill.pt
+    .venv/bin/python benchmarks/quantize.py --pruned weights/distill.pt --notes benchmarks/results/quantize_notes.md
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=str(SHIPPED_BASELINE))
     ap.add_argument("--pruned", default="weights/distill.pt", help="a pruned + recovered model (pipeline output)")
     ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--notes", default="", help="text or file appended to the results (targets, what was tried)")
     a = ap.parse_args()
     data = resolve_data(None)
     load0 = os.getloadavg()
@@ -87,7 +88,8 @@ def main() -> None:
         torch_base = latency[(("baseline", size, "pytorch"), threads)]
         rel = f"{fp32 / ms:.2f}" if fp32 and kind != "pytorch" else "-"
         lines.append(f"| {name} | {kind} | {size} | {threads} | {ms:.2f} | {rel} | {torch_base / ms:.2f} |")
-    text = "\n".join(lines) + "\n"
+    notes = Path(a.notes).read_text() if a.notes and Path(a.notes).is_file() else a.notes
+    text = "\n".join(lines) + "\n" + notes
     atomic_write_bytes(ROOT / "results" / "quantize.md", text.encode())
     print(text)
 

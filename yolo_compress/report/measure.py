@@ -33,12 +33,17 @@ def measure_latency(models: list[nn.Module], imgsz: int, rounds: int = 30, warmu
 def measure_onnx_latency(paths: list[Path], imgsz: int, rounds: int = 30, warmup: int = 3,
                          threads: int | None = None) -> list[float]:
     """Median milliseconds per batch-1 ONNX Runtime run of each model, timed interleaved like
-    :func:`measure_latency`; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's)."""
+    :func:`measure_latency`; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's).
+
+    Worker threads do not spin-wait after a run: with several sessions (each its own thread pool) timed in turn, a
+    finished session's spinning workers would take the cores from the next one (measured: 2 threads slower than 1).
+    """
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
