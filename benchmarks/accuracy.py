@@ -224,7 +224,9 @@ def summarise(runs: dict[str, Any], tag: str, speedups: list[float]) -> dict[str
     return out
 
 
-TOLERANCE = {"2x": 0.005, "3x": 0.02}  # the targets: best recipe within this of the baseline
+TOLERANCE = {"2x": 0.005, "3x": 0.02}
+# longer-recovery probes, run with e.g. ``--tag long30 --recipes b e --speedups 2 --epochs 30``; reported if present
+PROBES = {"long30": "30 recovery epochs instead of 10"}  # the targets: best recipe within this of the baseline
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -289,6 +291,16 @@ def write_report(runs: dict[str, Any], summary: dict[str, Any], a: argparse.Name
             what = RECIPES[recipe][0] if recipe in RECIPES else f"({rec.get('recipe')}) with the YOLOv8s teacher"
             lines.append(f"| {recipe} | {what} | {rec['gflops_ratio']:.2f} | {rec['map_after_prune_mean']:.3f} | "
                          f"{rec['map_mean']:.3f} | {rec['map_std']:.3f} | {rec['seeds']} |")
+    for tag, what in PROBES.items():
+        found = sorted({k.split("/")[1] + "/" + k.split("/")[2] for k in runs["runs"] if k.startswith(tag + "/")})
+        if not found:
+            continue
+        lines += ["", f"## Probe: {what} (tag `{tag}`)", "", "| speed-up / recipe | mAP50-95 mean | std | seeds |",
+                  "|---|---:|---:|---:|"]
+        for key in found:
+            maps = [v["map"] for k, v in runs["runs"].items() if k.startswith(f"{tag}/{key}/seed")]
+            std = statistics.stdev(maps) if len(maps) > 1 else 0.0
+            lines.append(f"| {key} | {statistics.mean(maps):.3f} | {std:.3f} | {len(maps)} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in checked]
     lines += ["", "![mAP50-95 per recovery epoch](accuracy.png)", ""]
