@@ -79,10 +79,10 @@ class SparseTraining(KeepModule):
         if self.settings.sparse_method == "l1":
             gammas = [bn.weight.detach() for bn in prunable_batchnorms(model)]
             share = sum(int((g == 0).sum()) for g in gammas) / max(sum(g.numel() for g in gammas), 1)
+            pulled = self.settings.l1_total * self._progress
             LOGGER.info("sparsity epoch %d: L1 pull %.3f so far, %.1f%% of prunable scales at zero",
-                        self.epoch + 1, self.settings.l1_total * self._progress, 100 * share)
-            super().save_metrics({**metrics, "sparse/pulled": self.settings.l1_total * self._progress,
-                                  "sparse/zero": share})
+                        self.epoch + 1, pulled, 100 * share)
+            super().save_metrics({**metrics, "sparse/pulled": pulled, "sparse/zero": share})
             return
         modules = dict(model.named_modules())
         freed = sum(len(c) for c in self.plan.values())
