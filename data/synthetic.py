@@ -168,17 +168,25 @@ def render_shapes(img: np.ndarray, rng: np.random.Generator, max_objects: int = 
 
 
 def make_shapes_dataset(
-    root: str | Path = DEFAULT_ROOT, n_train: int = 200, n_val: int = 50, imgsz: int = 160, seed: int = 0
+    root: str | Path = DEFAULT_ROOT, n_train: int = 200, n_val: int = 50, imgsz: int = 160, seed: int = 0,
+    n_test: int = 0,
 ) -> Path:
     """Write the shapes dataset to ``root`` and return its ``data.yaml``.
+
+    ``n_test`` > 0 adds a ``test`` split (its own images, never used to pick weights): the accuracy benchmark
+    measures on it, so that choosing the best epoch on ``val`` does not flatter the result. The train and val
+    images do not depend on it.
 
     Example:
         >>> yaml_path = make_shapes_dataset("data/shapes", n_train=200, n_val=50, imgsz=160)
     """
     if n_train < 1 or n_val < 1 or imgsz < 32:
         raise CompressError(f"need --train >= 1, --val >= 1, --imgsz >= 32; got {n_train}, {n_val}, {imgsz}")
-    LOGGER.info("writing shapes dataset (%d train, %d val, %dpx) to %s", n_train, n_val, imgsz, root)
-    return write_yolo_dataset(root, SHAPES, render_shapes, {"train": n_train, "val": n_val}, imgsz, seed)
+    if n_test < 0:
+        raise CompressError(f"need --test >= 0, got {n_test}")
+    LOGGER.info("writing shapes dataset (%d train, %d val, %d test, %dpx) to %s", n_train, n_val, n_test, imgsz, root)
+    counts = {"train": n_train, "val": n_val, **({"test": n_test} if n_test else {})}
+    return write_yolo_dataset(root, SHAPES, render_shapes, counts, imgsz, seed)
 
 
 def ensure_shapes_dataset(root: str | Path = DEFAULT_ROOT, **kwargs) -> Path:

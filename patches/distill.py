@@ -94,8 +94,9 @@ class DistillationTrainer(ModuleKeepingTrainer):
         if self.args.compile:
             LOGGER.warning("compile is off with distillation: the student's hooks must run eagerly")
             self.args.compile = False
+        self.distill = self.settings_of(DistillSettings)
         self.args.teacher = str(Path(check_teacher_path(self.args.teacher)).resolve())
-        self.teacher_model = load_teacher(self.args.teacher, self.data["nc"], self.settings)
+        self.teacher_model = load_teacher(self.args.teacher, self.data["nc"], self.distill)
         self.distiller: Distiller | None = None
         self.add_callback("on_train_start", _attach)
         self.add_callback("on_train_epoch_start", _connectors_train)
@@ -106,7 +107,7 @@ class DistillationTrainer(ModuleKeepingTrainer):
         ckpt = super().setup_model()
         student = unwrap_model(self.model).float()
         probe = 2 * int(max(student.stride.max(), 32))
-        self.distiller = Distiller(student, self.teacher_model, self.settings, probe_imgsz=probe)
+        self.distiller = Distiller(student, self.teacher_model, self.distill, probe_imgsz=probe)
         self.distiller.move_(self.device)
         return ckpt
 
@@ -136,7 +137,7 @@ def _attach(trainer: DistillationTrainer) -> None:
     """Hook the student and wrap its criterion (after ``_setup_train``: the EMA copy never sees either)."""
     student = unwrap_model(trainer.model)
     base = getattr(student, "criterion", None) or student.init_criterion()
-    student.criterion = DistillCriterion(base, trainer.distiller, trainer.settings, trainer.progress)
+    student.criterion = DistillCriterion(base, trainer.distiller, trainer.distill, trainer.progress)
     trainer.distiller.attach()
 
 
@@ -243,7 +244,7 @@ class ClassifyDistillationTrainer(ModuleKeepingClassifyTrainer):
         from yolo_compress.distill.classifier import load_classifier_teacher
 
         super().__init__(cfg, overrides, _callbacks)
-        s = self.settings
+        s = self.distill = self.settings_of(DistillSettings)
         self.args.teacher = str(Path(check_teacher_path(self.args.teacher)).resolve())
         self.teacher_model = load_classifier_teacher(self.args.teacher, self.data["nc"], int(self.args.imgsz),
                                                      s.teacher_input, s.teacher_imgsz)
@@ -260,7 +261,7 @@ class ClassifyDistillationTrainer(ModuleKeepingClassifyTrainer):
 def _attach_soft_targets(trainer: ClassifyDistillationTrainer) -> None:
     from yolo_compress.distill.losses import SoftTargetLoss
 
-    s = trainer.settings
+    s = trainer.distill
     trainer.teacher_model.to(trainer.device)
     unwrap_model(trainer.model).criterion = SoftTargetCriterion(trainer.teacher_model,
                                                                 SoftTargetLoss(s.kd_tau, s.kd_alpha))

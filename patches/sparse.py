@@ -13,11 +13,12 @@ from typing import Any
 from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
+from yolo_compress.models import prunable_batchnorms
+from yolo_compress.patches.distill import ClassifyDistillationTrainer, DistillationTrainer
 from yolo_compress.patches.trainers import KeepModule, ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
 from yolo_compress.sparse import (
     SparseSettings,
     gamma_stats,
-    prunable_batchnorms,
     save_gamma_histogram,
     scale_channels_,
     shrink_factor,
@@ -50,6 +51,7 @@ class SparseTraining(KeepModule):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.sparse = self.settings_of(SparseSettings)
         self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
         self._factor = 1.0
         self._progress = 0.0
@@ -61,12 +63,12 @@ class SparseTraining(KeepModule):
         ``l1``, pull every scale by this step's share of ``l1_total``); the EMA, which checkpoints hold, alike."""
         models = [unwrap_model(self.model), *([self.ema.ema] if self.ema else [])]
         progress = self.progress()
-        if self.settings.sparse_method == "l1":
-            amount = self.settings.l1_total * max(progress - self._progress, 0.0)
+        if self.sparse.sparse_method == "l1":
+            amount = self.sparse.l1_total * max(progress - self._progress, 0.0)
             for model in models:
                 soft_threshold_(model, amount)
         else:
-            factor = shrink_factor(progress, self.settings.zero_at)
+            factor = shrink_factor(progress, self.sparse.zero_at)
             ratio = factor / self._factor if self._factor > 0 else 0.0
             for model in models:
                 scale_channels_(model, self.plan, ratio)
@@ -76,10 +78,10 @@ class SparseTraining(KeepModule):
     def save_metrics(self, metrics: dict[str, Any]) -> None:
         """Append the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
         model = unwrap_model(self.model)
-        if self.settings.sparse_method == "l1":
+        if self.sparse.sparse_method == "l1":
             gammas = [bn.weight.detach() for bn in prunable_batchnorms(model)]
             share = sum(int((g == 0).sum()) for g in gammas) / max(sum(g.numel() for g in gammas), 1)
-            pulled = self.settings.l1_total * self._progress
+            pulled = self.sparse.l1_total * self._progress
             LOGGER.info("sparsity epoch %d: L1 pull %.3f so far, %.1f%% of prunable scales at zero",
                         self.epoch + 1, pulled, 100 * share)
             super().save_metrics({**metrics, "sparse/pulled": pulled, "sparse/zero": share})
@@ -96,7 +98,7 @@ class SparseTraining(KeepModule):
 def _start_schedule(trainer: SparseTraining) -> None:
     """A resumed run's channels are already as small as the schedule wanted at the resumed epoch."""
     trainer._progress = trainer.progress()
-    trainer._factor = shrink_factor(trainer._progress, trainer.settings.zero_at)
+    trainer._factor = shrink_factor(trainer._progress, trainer.sparse.zero_at)
 
 
 def _write_histogram(trainer: SparseTraining) -> None:
@@ -119,4 +121,14 @@ class SparseClassifyTrainer(SparseTraining, ModuleKeepingClassifyTrainer):
     """Sparse training of a classifier."""
 
 
+class SparseDistillationTrainer(SparseTraining, DistillationTrainer):
+    """Sparse training of a detector with a teacher (the unpruned model): while the freed channels shrink, the
+    distillation losses (``DistillSettings``, ``teacher``) hold the student's outputs to the teacher's."""
+
+
+class SparseClassifyDistillationTrainer(SparseTraining, ClassifyDistillationTrainer):
+    """Sparse training of a classifier with soft targets from a teacher."""
+
+
 TRAINERS = {"detect": SparseTrainer, "classify": SparseClassifyTrainer}
+TEACHER_TRAINERS = {"detect": SparseDistillationTrainer, "classify": SparseClassifyDistillationTrainer}

@@ -7,18 +7,20 @@ Checked against Ultralytics 8.4.190 (``ultralytics/engine/trainer.py``, ``models
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
-from torch import nn
+from torch import nn, optim
 from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG
-from ultralytics.utils.torch_utils import TORCH_2_0
+from ultralytics.utils.torch_utils import TORCH_2_0, one_cycle
 
 from yolo_compress.checkpoint import atomic_write_bytes
 from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings
+
+S = TypeVar("S", bound=Settings)
 
 
 class _AtomicPath(type(Path())):
@@ -40,11 +42,15 @@ class KeepModule:
     * ``get_model`` replaces the task trainer's, which rebuilds the network from its yaml and copies matching
       weights: a pruned network would silently grow back to full width ("Transferred 125/355 items") and
       ``resume=True`` would then fail on optimizer shapes.
-    * A subclass names its settings class in ``settings_cls`` (and other extra keys in ``extra_keys``).
-      Ultralytics rejects unknown keys in ``get_cfg``, so they are taken out of the overrides before
-      ``BaseTrainer.__init__`` and set on ``self.args`` afterwards: they travel in ``vars(self.args)``, i.e. in
-      checkpoints (``resume`` restores them) and through the DDP launcher, which re-creates the trainer from
-      ``vars(trainer.args)`` in a new process. ``self.settings`` holds them checked.
+    * Each mixin names its settings class in ``settings_cls`` (and other extra keys in ``extra_keys``); a trainer
+      combining mixins (sparse training with a teacher) takes all of them. Ultralytics rejects unknown keys in
+      ``get_cfg``, so they are taken out of the overrides before ``BaseTrainer.__init__`` and set on ``self.args``
+      afterwards: they travel in ``vars(self.args)``, i.e. in checkpoints (``resume`` restores them) and through the
+      DDP launcher, which re-creates the trainer from ``vars(trainer.args)`` in a new process.
+      :meth:`settings_of` returns them checked.
+    * ``schedule_start`` / ``schedule_epochs``: this run is the segment ``[start, start + epochs)`` of one learning
+      rate schedule over ``schedule_epochs`` epochs (a pipeline's stages then decay the rate as one run would);
+      unset, Ultralytics' own schedule over this run's epochs.
     * ``optimizer_step`` is ``BaseTrainer.optimizer_step`` with two override points,
       :meth:`before_optimizer_step` (gradients unscaled and clipped) and :meth:`after_optimizer_step` (weights
       updated, EMA not yet).
@@ -52,31 +58,58 @@ class KeepModule:
     """
 
     settings_cls: ClassVar[type[Settings] | None] = None
-    extra_keys: ClassVar[tuple[str, ...]] = ()
+    extra_keys: ClassVar[tuple[str, ...]] = ("schedule_start", "schedule_epochs")
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         overrides = dict(overrides or {})
         extra = self.extra_args()
         given = {k: overrides.pop(k) for k in list(overrides) if k in extra}
-        if self.settings_cls is not None:  # bad values fail before Ultralytics creates the run folder
-            self.settings_cls.pick({k: v for k, v in given.items() if k in self.settings_cls.field_names()})
+        for cls in self.settings_classes():  # bad values fail before Ultralytics creates the run folder
+            cls.pick({k: v for k, v in given.items() if k in cls.field_names()})
         super().__init__(cfg, overrides, _callbacks)
         for key, default in extra.items():
             # on resume, check_resume() already restored the checkpoint's values into self.args
             setattr(self.args, key, given.get(key, getattr(self.args, key, default)))
-        self.settings = self.settings_cls.from_args(self.args) if self.settings_cls is not None else None
-        if hasattr(self.settings, "for_task"):  # task defaults (e.g. the distillation loss) decided once, here
-            self.settings = self.settings.for_task(self.args.task)
+        self._settings: dict[type[Settings], Settings] = {}
+        for cls in self.settings_classes():
+            settings = cls.from_args(self.args)
+            # task defaults (e.g. the distillation loss) decided once, here
+            self._settings[cls] = settings.for_task(self.args.task) if hasattr(settings, "for_task") else settings
         self.last, self.best = _AtomicPath(self.last), _AtomicPath(self.best)
         self._batches_done, self._batches_total = 0, 1
         self.add_callback("on_train_start", _count_batches_from_start)
         self.add_callback("on_train_batch_start", _count_batch)
 
     @classmethod
+    def settings_classes(cls) -> list[type[Settings]]:
+        """The settings classes of every mixin of this trainer, most derived first."""
+        found = [c.__dict__["settings_cls"] for c in cls.__mro__ if c.__dict__.get("settings_cls") is not None]
+        return list(dict.fromkeys(found))
+
+    @classmethod
     def extra_args(cls) -> dict[str, Any]:
         """Every non-Ultralytics key this trainer accepts, with its default."""
-        defaults = cls.settings_cls.defaults() if cls.settings_cls is not None else {}
-        return {**defaults, **dict.fromkeys(cls.extra_keys)}
+        out: dict[str, Any] = {}
+        for settings in cls.settings_classes():
+            out.update(settings.defaults())
+        for c in cls.__mro__:
+            out.update(dict.fromkeys(c.__dict__.get("extra_keys", ())))
+        return out
+
+    def settings_of(self, cls: type[S]) -> S:
+        """This trainer's checked settings of ``cls`` (task defaults filled in)."""
+        return self._settings[cls]  # type: ignore[return-value]
+
+    def _setup_scheduler(self) -> None:
+        """Ultralytics' schedule, or its segment of a longer one (``schedule_start``, ``schedule_epochs``)."""
+        super()._setup_scheduler()
+        total = self.args.schedule_epochs
+        if not total:
+            return
+        start, lrf = int(self.args.schedule_start or 0), self.args.lrf
+        whole = one_cycle(1, lrf, total) if self.args.cos_lr else (lambda x: max(1 - x / total, 0) * (1 - lrf) + lrf)
+        self.lf = lambda x: whole(x + start)
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
 
     def get_model(self, cfg=None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
         """Return ``weights`` itself (float32, trainable) when it is a module, else build from ``cfg``."""

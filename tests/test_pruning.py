@@ -15,8 +15,8 @@ from torch import nn
 from yolo_compress.checkpoint import save_checkpoint
 from yolo_compress.errors import CompressError
 from yolo_compress.models import param_count as count_params
+from yolo_compress.models import prunable_batchnorms
 from yolo_compress.prune import C2fChunkFree, PruneSettings, prune_model, swap_c2f_
-from yolo_compress.sparse import prunable_batchnorms
 
 NC = 4  # the synthetic shapes set
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from yolo_compress.models import prunable_batchnorms
 from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
 from yolo_compress.prune import PruneSettings, plan_channels, prune_model, swap_c2f_
 from yolo_compress.sparse import (
     SparseSettings,
     gamma_stats,
-    prunable_batchnorms,
     save_gamma_histogram,
     scale_channels_,
     shrink_factor,

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
-TARGET_KEYS = ("factor", "speed_up", "round_to")  # the prune settings sparse training aims at
 
 
 class PruneModel:
@@ -90,17 +89,26 @@ class PruneModel:
         (the published L1 penalty, for long runs). The final epoch's weights are saved, and the histogram of the
         BatchNorm scales next to them (``sparse_bn_gamma_hist.png``). Other keywords go to Ultralytics. Prune the
         result with the same target and the default importance: exactly the freed channels go, at no accuracy cost.
+        ``sparse_distill=True`` also distils from the model as loaded (its ``.pt`` is the teacher), with the
+        distillation keywords of :meth:`distill`.
         """
-        from yolo_compress.prune import PruneSettings
+        from yolo_compress.distill import DistillSettings
+        from yolo_compress.prune import TARGET_KEYS, PruneSettings
         from yolo_compress.sparse import SparseSettings
         from yolo_compress.sparse.stage import sparse_train
 
         settings, kwargs = _split(SparseSettings, kwargs)
         target, kwargs = _split(PruneSettings, kwargs, only=TARGET_KEYS)
-        out, args = self._prepare(save_dir, kwargs, SparseSettings)
-        imgsz = args["imgsz"]
-        return self._trained(sparse_train(self.model, self.data, out, settings, target, imgsz, args, resume, resume),
-                             out)
+        teacher = None
+        if settings.sparse_distill:
+            if self.weights is None:
+                raise CompressError("sparse_distill distils from the model's own checkpoint; load a trained .pt "
+                                    "(PruneModel('model.pt')) or save it first")
+            distill, kwargs = _split(DistillSettings, kwargs)
+            teacher = {**distill.to_dict(), "teacher": str(self.weights)}
+        out, args = self._prepare(save_dir, kwargs)
+        return self._trained(sparse_train(self.model, self.data, out, settings, target, args["imgsz"], args, resume,
+                                          resume, teacher=teacher), out)
 
     def prune(self, save_dir: str | Path = "weights/prune.pt", **settings: Any) -> PruneResult:
         """Remove channels with DepGraph (head kept) and save the pruned checkpoint.
@@ -120,21 +128,20 @@ class PruneModel:
         self.weights = out
         return result
 
-    def distill(self, t_weight: str | Path, save_dir: str | Path = "weights/distill.pt", resume: bool = False,
+    def distill(self, teacher: str | Path, save_dir: str | Path = "weights/distill.pt", resume: bool = False,
                 **kwargs: Any) -> Path:
-        """Fine-tune the current (pruned) model with a teacher checkpoint.
+        """Fine-tune the current (pruned) model with a teacher checkpoint (``teacher``: its ``.pt`` path).
 
         Settings (``DistillSettings``): ``loss`` (``"cwd"``, ``"mgd"``, ``"kd"``, ``"cwd+kd"``, ``"mgd+kd"``),
         ``distill_layers``, ``distill_weight``, ``kd_weight``, ``kd_tau``, ``distill_warmup``, ... Other keywords go
         to Ultralytics.
         """
         from yolo_compress.distill import DistillSettings
-        from yolo_compress.distill.stage import check_teacher, distill
+        from yolo_compress.distill.stage import distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        out, args = self._prepare(save_dir, kwargs, DistillSettings, extra_inputs=(Path(t_weight),))
-        check_teacher(t_weight, self.data, settings, args["imgsz"])
-        return self._trained(distill(self.model, t_weight, self.data, out, settings, args, resume, resume), out)
+        out, args = self._prepare(save_dir, kwargs, extra_inputs=(Path(teacher),))
+        return self._trained(distill(self.model, teacher, self.data, out, settings, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
                 rounds: int = 30) -> list[Row]:
@@ -213,12 +220,12 @@ class PruneModel:
         return model_size(self.model, imgsz or self.imgsz)
 
     # ---- helpers -----------------------------------------------------------------------------------------------
-    def _prepare(self, save_dir: str | Path, kwargs: dict[str, Any], settings_cls: type[Settings] | None = None,
+    def _prepare(self, save_dir: str | Path, kwargs: dict[str, Any],
                  extra_inputs: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
-        """Check the output path and the Ultralytics keywords; build the train arguments."""
+        """Check the output path and the Ultralytics keywords (stage settings already taken out); build the train
+        arguments."""
         imgsz = kwargs.pop("imgsz", self.imgsz)
-        extra = (*settings_cls.field_names(), *TARGET_KEYS) if settings_cls else ()
-        check_train_args(kwargs, extra=extra)
+        check_train_args(kwargs)
         out = output_path(save_dir, (self.weights, *extra_inputs))
         return out, train_args(kwargs, self.data, imgsz, out)
 

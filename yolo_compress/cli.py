@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from yolo_compress.errors import CompressError
+
+if TYPE_CHECKING:
+    from yolo_compress.stage import Stage
 
 LOGGER = logging.getLogger("yolo_compress")
 DATA_KINDS = ("shapes", "diagram", "classify")
@@ -71,14 +75,17 @@ def _training(sub: Any, name: str, help: str, settings: type | None = None) -> a
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from yolo_compress.config import STAGE_SETTINGS, RunSettings
-    from yolo_compress.deploy.export import FORMATS
-    from yolo_compress.deploy.settings import QuantizeSettings
+def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; ``run``'s flags come from ``stages`` (default: the pipeline's)."""
+    from yolo_compress.config import settings_classes, stage_keys
+    from yolo_compress.deploy.settings import FORMATS, QuantizeSettings
     from yolo_compress.distill import DistillSettings
-    from yolo_compress.pipeline import STAGE_NAMES
-    from yolo_compress.prune import PruneSettings
+    from yolo_compress.prune import TARGET_KEYS, PruneSettings
     from yolo_compress.sparse import SparseSettings
+    from yolo_compress.stage import RunSettings
+    from yolo_compress.stages import STAGES
+
+    stages = tuple(stages or STAGES)
 
     parser = _Parser(prog="yolo-compress", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -93,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _training(sub, "train", "train or fine-tune, keeping the model's exact architecture")
     p = _training(sub, "sparse", "sparse training: free the channels a pruning target removes", SparseSettings)
-    PruneSettings.add_arguments(p, only=("factor", "speed_up", "round_to"))
+    PruneSettings.add_arguments(p, only=TARGET_KEYS)
+    DistillSettings.add_arguments(p)  # with --sparse-distill
     p = _training(sub, "distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", DistillSettings)
     p.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
 
@@ -130,11 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline; with no arguments, the built-in demo")
     p.add_argument("--config", help="YAML file of pipeline settings (see README: configuration)")
     RunSettings.add_arguments(p)
-    for cls in STAGE_SETTINGS.values():
+    stage_keys(stages).add_arguments(p)
+    for cls in settings_classes(stages):
         cls.add_arguments(p)
-    p.add_argument("--force", choices=STAGE_NAMES, help="redo this stage and all after it")
+    p.add_argument("--force", choices=[s.name for s in stages], help="redo this stage and all after it")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config key, e.g. --set shrink=0.8 --set 'train_args={lr0: 0.005}'")
+                   help="any config key, e.g. --set zero_at=0.3 --set 'train_args={lr0: 0.005}'")
     return parser
 
 
@@ -145,14 +154,16 @@ def _stage_kwargs(a: argparse.Namespace, settings: type | None = None) -> dict[s
     return {**kw, **parse_key_values(a.extra)}
 
 
-def _run_pipeline(a: argparse.Namespace) -> None:
+def _run_pipeline(a: argparse.Namespace, stages: Sequence[type[Stage]] | None) -> None:
     from yolo_compress.config import config_keys, load_config
     from yolo_compress.pipeline import CompressionPipeline
     from yolo_compress.report import format_table
+    from yolo_compress.stages import STAGES
 
-    flags = {k: getattr(a, k) for k in config_keys() if getattr(a, k, None) is not None}
-    cfg = load_config(a.config, **{**flags, **parse_key_values(a.sets)})
-    result = CompressionPipeline(cfg).run(force=a.force)
+    stages = tuple(stages or STAGES)
+    flags = {k: getattr(a, k) for k in config_keys(stages) if getattr(a, k, None) is not None}
+    cfg = load_config(a.config, stages, **{**flags, **parse_key_values(a.sets)})
+    result = CompressionPipeline(cfg, stages).run(force=a.force)
     if result.rows:
         print(format_table(result.rows))
         out = Path(cfg.run.out)
@@ -169,14 +180,14 @@ def _data(a: argparse.Namespace) -> None:
     print(GENERATORS[a.kind](root, seed=a.seed, **sizes))
 
 
-def run(a: argparse.Namespace) -> None:
-    """Dispatch one parsed command."""
+def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> None:
+    """Dispatch one parsed command (``run`` over ``stages``, default the pipeline's)."""
     from yolo_compress.api import PruneModel
 
     if a.command == "data":
         return _data(a)
     if a.command == "run":
-        return _run_pipeline(a)
+        return _run_pipeline(a, stages)
     if a.command == "compare":
         from yolo_compress.report import format_table
 
@@ -189,11 +200,17 @@ def run(a: argparse.Namespace) -> None:
     if a.command == "train":
         print(pm.train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a)))
     elif a.command == "sparse":
-        from yolo_compress.api import TARGET_KEYS
+        from yolo_compress.distill import DistillSettings
+        from yolo_compress.prune import TARGET_KEYS
         from yolo_compress.sparse import SparseSettings
 
         target = {k: getattr(a, k) for k in TARGET_KEYS if getattr(a, k) is not None}
-        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a, SparseSettings), **target))
+        kwargs = _stage_kwargs(a, SparseSettings)
+        distill = {k: getattr(a, k) for k in DistillSettings.field_names() if getattr(a, k) is not None}
+        if distill and not kwargs.get("sparse_distill"):
+            raise CompressError(f"--{next(iter(distill)).replace('_', '-')} is a distillation setting; add "
+                                "--sparse-distill to distil while training sparse")
+        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **kwargs, **target, **distill))
     elif a.command == "distill":
         from yolo_compress.distill import DistillSettings
 
@@ -223,14 +240,14 @@ def run(a: argparse.Namespace) -> None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``yolo-compress`` console script."""
+def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = None) -> int:
+    """Entry point of the ``yolo-compress`` console script (``stages``: the pipeline's, unless a test gives others)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: the one error line
     command = None
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(stages).parse_args(argv)
         command = args.command
-        run(args)
+        run(args, stages)
     except CompressError as e:
         print(f"yolo-compress: error: {e}", file=sys.stderr)
         return 2

@@ -120,3 +120,13 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
 def model_size(model: nn.Module, imgsz: int) -> dict[str, float]:
     """Parameter count and GFLOPs at ``imgsz``."""
     return {"params": param_count(model), "gflops": gflops(model, imgsz)}
+
+
+def prunable_batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """BatchNorm layers whose channels pruning may remove: all but those inside the output head.
+
+    The head's widths are fixed (box bins, class count) and the pruner ignores it, so sparsifying its scales
+    would only cost accuracy.
+    """
+    head = head_module_ids(model)
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in head]

@@ -1,10 +1,11 @@
 """The compression pipeline: the list of stages, run in order, recorded in ``manifest.json``.
 
-baseline -> sparse -> prune -> finetune -> distill -> compare (-> export). Each stage reads earlier stages'
-weights and writes its own under ``config.run.out``; ``manifest.json`` records sources and outputs (with SHA-256),
-the stage's settings, what it measured and its wall time. A rerun skips every stage whose record still matches
-the files on disk and resumes an interrupted one (a training stage continues its Ultralytics run);
-``force=STAGE`` redoes that stage and all after it. Every check that can fail runs before the first stage.
+baseline -> sparse -> prune -> finetune -> distill -> export -> quantize -> compare (``yolo_compress.stages``).
+Each stage reads earlier stages' weights and writes its own under ``config.run.out``; the training budget is split
+over the stages that make the final weights (``yolo_compress.budget``); ``manifest.json`` records sources and
+outputs (with SHA-256), the stage's settings, what it measured and its wall time. A rerun skips every stage whose
+record still matches the files on disk and resumes an interrupted one (a training stage continues its Ultralytics
+run); ``force=STAGE`` redoes that stage and all after it. Every check that can fail runs before the first stage.
 """
 
 from __future__ import annotations
@@ -12,29 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from yolo_compress.budget import budget_used, lineage, plan_segments
 from yolo_compress.checkpoint import load_model, remove_stale_temps
-from yolo_compress.config import PipelineConfig
 from yolo_compress.dataset import resolve_data
-from yolo_compress.deploy.stage import ExportStage, QuantizeStage
-from yolo_compress.distill.stage import DistillStage
 from yolo_compress.errors import CompressError
-from yolo_compress.finetune.stage import BaselineStage, FinetuneStage
 from yolo_compress.manifest import Manifest, file_record
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
-from yolo_compress.prune.stage import PruneStage
-from yolo_compress.report.stage import CompareStage
-from yolo_compress.sparse.stage import SparseStage
-from yolo_compress.stage import RunContext, Stage
+from yolo_compress.stage import PipelineConfig, RunContext, Stage
+from yolo_compress.stages import STAGES
 from yolo_compress.training import check_classes, writable_dir
 
 LOGGER = logging.getLogger(__name__)
-STAGES: tuple[type[Stage], ...] = (BaselineStage, SparseStage, PruneStage, FinetuneStage, DistillStage,
-                                   ExportStage, QuantizeStage, CompareStage)
-STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 @dataclass
@@ -58,7 +52,7 @@ class CompressionPipeline:
         >>> result.weights["distill"]
     """
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, stages: Sequence[type[Stage]] = STAGES) -> None:
         from yolo_compress.data import SHIPPED_BASELINE
 
         if config.run.weights is None and config.run.data is None and SHIPPED_BASELINE.is_file():
@@ -72,8 +66,13 @@ class CompressionPipeline:
             model = build_from_yaml(run.model, data.task, data.nc, data.names)
         else:
             check_classes(model, data, f"--weights {run.weights}")
-        self.ctx = RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz)
-        self.stages = [cls(self.ctx) for cls in STAGES]
+        self.names = [cls.name for cls in stages]
+        ctx = RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz)
+        running = [cls(ctx) for cls in stages]
+        running = [s for s in running if s.enabled()]
+        chain = lineage(running)
+        self.ctx = replace(ctx, segments=plan_segments(running, config), final=chain[-1].name if chain else "")
+        self.stages = [cls(self.ctx) for cls in stages]
         self._check_overwrites()
         for stage in self.enabled():
             stage.check(model)
@@ -85,8 +84,8 @@ class CompressionPipeline:
         inputs = {Path(p).resolve(): flag for p, flag in ((c.run.weights, "--weights"), (self.ctx.data.path, "--data"))
                   if p is not None}
         for stage in self.enabled():
-            if isinstance(stage, BaselineStage):
-                continue  # its output is the --weights file itself, read only
+            if stage.name == self.names[0]:
+                continue  # the model to compress: its output is the --weights file itself, read only
             for path in stage.outputs().values():
                 if path.resolve() in inputs:
                     raise CompressError(f"{inputs[path.resolve()]} {path} would be overwritten by the {stage.name} "
@@ -95,13 +94,17 @@ class CompressionPipeline:
     def enabled(self) -> list[Stage]:
         return [s for s in self.stages if s.enabled()]
 
+    def budget(self) -> dict[str, int]:
+        """Training epochs of each stage that makes the final weights (their sum is what the recipe costs)."""
+        return budget_used(self.ctx.segments, self.enabled())
+
     def run(self, force: str | None = None) -> PipelineResult:
         """Run every enabled stage in order; ``force`` names a stage to redo together with all later ones."""
         self.out.mkdir(parents=True, exist_ok=True)
         if force is not None:
-            if force not in STAGE_NAMES:
-                raise CompressError(f"--force takes one of {', '.join(STAGE_NAMES)}, got {force!r}")
-            self.manifest.forget_from(list(STAGE_NAMES[STAGE_NAMES.index(force):]))
+            if force not in self.names:
+                raise CompressError(f"--force takes one of {', '.join(self.names)}, got {force!r}")
+            self.manifest.forget_from(self.names[self.names.index(force):])
         for tmp in remove_stale_temps(self.out):
             LOGGER.info("removed %s, left by an interrupted write", tmp.name)
         result = PipelineResult()
@@ -118,12 +121,12 @@ class CompressionPipeline:
                 t0 = time.perf_counter()
                 measured = stage.run(stage.sources(result.weights), resume)
                 outputs = stage.outputs()
-                if "weights" in outputs and outputs["weights"].suffix == ".pt":
+                if stage.makes_weights and outputs["weights"].suffix == ".pt":
                     measured.update(model_size(load_model(outputs["weights"]), self.ctx.imgsz))
                 self.manifest.finish(stage.name, outputs, seconds=round(time.perf_counter() - t0, 2), **measured)
                 result.ran.append(stage.name)
             for role, path in stage.outputs().items():
-                if role == "weights" and path.suffix == ".pt":
+                if role == "weights" and stage.makes_weights:
                     result.weights[stage.name] = path
                 elif path.suffix == ".onnx":
                     result.weights[path.name] = path  # a report row of its own: distill.onnx, distill-int8.onnx

@@ -1,34 +1,109 @@
-"""The interface every pipeline stage implements; the pipeline is a list of these (``yolo_compress.pipeline``).
+"""The interface every pipeline stage implements, and the settings of a run that all stages share.
 
-A stage names the files it reads (``sources``), the settings that shape its result (``settings``), the files it
-writes (``outputs``) and how to make them (``run``). The pipeline records sources and outputs with their
-hashes in ``manifest.json``: a stage whose record still matches is skipped, an interrupted one is run again with
-``resume=True`` (training stages then continue their Ultralytics run).
+A stage declares everything about itself once, as class attributes: its settings class (config keys, CLI flags),
+whether it has an on/off key (``switch``), whether it trains (then it has a ``<name>_epochs`` key and a share of
+the training budget), whether it makes weights, and which stages it can start from (``follows``). The pipeline
+(``yolo_compress.pipeline``), the config file and the command line (``yolo_compress.config``) are derived from
+the list of stages (``yolo_compress.stages.STAGES``).
+
+At run time a stage names the files it reads (``sources``), the settings that shape its result (``settings``),
+the files it writes (``outputs``) and how to make them (``run``). The pipeline records sources and outputs with
+their hashes in ``manifest.json``: a stage whose record still matches is skipped, an interrupted one is run again
+with ``resume=True`` (training stages then continue their Ultralytics run).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from torch import nn
 
 from yolo_compress.dataset import Dataset
+from yolo_compress.errors import CompressError
+from yolo_compress.settings import Settings, non_negative, positive, setting
 
-if TYPE_CHECKING:
-    from yolo_compress.config import PipelineConfig
+S = TypeVar("S", bound=Settings)
+FROM = ("prune", "finetune")
+SCHEDULES = ("budget", "stage")
+
+
+@dataclass(frozen=True)
+class RunSettings(Settings):
+    """Keys of the run itself (what to compress, where, how long); see the README's configuration table."""
+
+    weights: str | None = setting(None, "your trained .pt; none: the shipped baseline with the built-in data, "
+                                  "else a baseline trained from model")
+    model: str = setting("yolov8n.yaml", "model yaml of the baseline when no weights are given")
+    data: str | None = setting(None, "dataset (detection yaml or classification folder); none: the built-in one")
+    out: str = setting("weights", "folder of stage weights, manifest.json, compare.* and runs/")
+    imgsz: int | None = setting(None, "image size of every stage and the report (none: the dataset's)",
+                                check=positive, must="> 0")
+    device: str | None = setting(None, "Ultralytics device: cpu, 0, 0,1 ... (none: its choice)")
+    batch: int = setting(16, "training batch", check=positive, must=">= 1")
+    budget: int = setting(20, "training epochs after the baseline, split over the stages that make the final "
+                          "weights (a stage switched off hands its epochs to the others)", check=positive, must=">= 1")
+    epochs: int | None = setting(None, "if set, the epochs of every training stage (the budget is then ignored)",
+                                 check=positive, must=">= 1")
+    schedule: str = setting("budget", "budget: one learning-rate schedule over the budget (warm-up once, mosaic "
+                            "closed only at the end); stage: each stage its own Ultralytics schedule",
+                            choices=SCHEDULES)
+    distill_from: str = setting("prune", "distillation starts from the pruned (a fair comparison with fine-tuning) "
+                                "or the fine-tuned weights", check=lambda v: v in FROM, must="prune or finetune")
+    latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
+                                  must=">= 0")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of one pipeline run: the run's keys, Ultralytics ``train_args``, and per stage its switch, its
+    epochs and its settings (keyed by stage name; built by ``yolo_compress.config.build_config``).
+
+    Example:
+        >>> cfg = load_config(epochs=2, importance="l2")
+        >>> cfg.run.epochs, cfg.settings_of(PruneSettings).importance
+        (2, 'l2')
+    """
+
+    run: RunSettings = field(default_factory=RunSettings)
+    train_args: dict[str, Any] = field(default_factory=lambda: {"plots": False})
+    switches: dict[str, bool] = field(default_factory=dict)
+    epochs: dict[str, int | None] = field(default_factory=dict)
+    settings: dict[str, Settings] = field(default_factory=dict)
+
+    def settings_of(self, cls: type[S]) -> S:
+        """The settings of the stage that declares ``cls``."""
+        for value in self.settings.values():
+            if type(value) is cls:
+                return value  # type: ignore[return-value]
+        raise KeyError(f"no stage declares {cls.__name__}")
+
+    def is_on(self, stage: str) -> bool:
+        return self.switches.get(stage, True)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A training stage's part of the budget: epochs ``[start, start + epochs)`` of ``total``."""
+
+    start: int
+    epochs: int
+    total: int
 
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every stage of one pipeline run shares."""
+    """What every stage of one pipeline run shares, with what the pipeline plans from the running stages:
+    ``segments`` (the budget's split, ``yolo_compress.budget``) and ``final`` (the stage of the final weights)."""
 
     config: PipelineConfig
     out: Path
     data: Dataset
     imgsz: int
+    segments: dict[str, Segment] = field(default_factory=dict)
+    final: str = ""
 
 
 class Stage(ABC):
@@ -36,16 +111,34 @@ class Stage(ABC):
 
     Attributes:
         name: the stage's name in the manifest, ``--force`` and the report (also its output file stem).
+        settings_cls: its settings; their fields are config keys and ``run`` flags.
+        switch: the default of its on/off key (``--<name>`` / ``--no-<name>``); ``None``: no such key.
+        makes_weights: its ``weights`` output is a model later stages and the report use.
+        follows: the stages whose weights it may start from; the first one that runs is taken.
+        share: its share of the training budget (training stages in the final weights' lineage).
     """
 
     name: ClassVar[str]
+    settings_cls: ClassVar[type[Settings] | None] = None
+    switch: ClassVar[bool | None] = None
+    makes_weights: ClassVar[bool] = False
+    follows: ClassVar[tuple[str, ...]] = ()
+    share: ClassVar[float] = 0.0
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
+    @property
+    def config(self) -> PipelineConfig:
+        return self.ctx.config
+
     def enabled(self) -> bool:
-        """Whether the configuration runs this stage."""
-        return True
+        """Whether the configuration runs this stage (its switch, when it has one)."""
+        return self.switch is None or self.config.is_on(self.name)
+
+    def starts_from(self, running: set[str]) -> str | None:
+        """The stage whose weights this one starts from, among the ``running`` ones."""
+        return next((s for s in self.follows if s in running), None)
 
     @abstractmethod
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
@@ -53,7 +146,8 @@ class Stage(ABC):
 
     def settings(self) -> dict[str, Any]:
         """Everything besides the sources that shapes this stage's result (a change reruns it)."""
-        return {"imgsz": self.ctx.imgsz}
+        own = self.config.settings[self.name].to_dict() if self.name in self.config.settings else {}
+        return {"imgsz": self.ctx.imgsz, **own}
 
     def outputs(self) -> dict[str, Path]:
         """Files this stage writes, by role; ``weights`` is passed on to later stages."""
@@ -73,17 +167,31 @@ class Stage(ABC):
 
 
 class TrainingStage(Stage):
-    """A stage that trains: its Ultralytics settings come from the pipeline's ``batch``, ``device``, epochs and
-    ``train_args``, and its run folder is ``<out>/runs/<name>``."""
+    """A stage that trains: its Ultralytics settings come from the pipeline's ``batch``, ``device``, its epochs
+    (``<name>_epochs``, else ``epochs``, else its part of the budget) and ``train_args``; its run folder is
+    ``<out>/runs/<name>``.
 
-    def epochs(self) -> int:
-        return self.ctx.config.stage_epochs(self.name)
+    Attributes:
+        default_epochs: epochs when nothing else sets them; ``None``: a share of the budget.
+    """
+
+    makes_weights = True
+    share = 1.0
+    default_epochs: ClassVar[int | None] = None
+
+    def segment(self) -> Segment:
+        try:
+            return self.ctx.segments[self.name]
+        except KeyError:
+            raise CompressError(f"stage {self.name!r} has no epochs planned; it must run inside a pipeline") from None
 
     def train_settings(self) -> dict[str, Any]:
-        c = self.ctx.config
-        settings = {**c.train_args, "epochs": self.epochs(), "batch": c.run.batch}
+        c, seg = self.config, self.segment()
+        settings = {**c.train_args, "epochs": seg.epochs, "batch": c.run.batch}
         if c.run.device is not None:
             settings["device"] = c.run.device
+        if c.run.schedule == "budget" and seg.total > seg.epochs:
+            settings.update(schedule_segment(seg, c.train_args))
         return settings
 
     def settings(self) -> dict[str, Any]:
@@ -94,3 +202,19 @@ class TrainingStage(Stage):
         from yolo_compress.training import train_args
 
         return train_args(self.train_settings(), self.ctx.data, self.ctx.imgsz, self.outputs()["weights"])
+
+
+def schedule_segment(seg: Segment, train_args: dict[str, Any]) -> dict[str, Any]:
+    """Ultralytics and trainer settings that make a stage the ``seg`` part of one run over ``seg.total`` epochs.
+
+    The learning rate follows the whole run's decay (``schedule_start`` / ``schedule_epochs``, read by
+    ``patches.trainers.KeepModule``); only the first segment warms up; mosaic closes in the run's last
+    ``close_mosaic`` epochs (Ultralytics default 10), i.e. only in the segments that overlap them.
+    """
+    close = int(train_args.get("close_mosaic", 10))
+    end = seg.start + seg.epochs
+    out: dict[str, Any] = {"schedule_start": seg.start, "schedule_epochs": seg.total,
+                           "close_mosaic": max(0, end - max(seg.start, seg.total - close))}
+    if seg.start > 0:
+        out["warmup_epochs"] = 0
+    return out

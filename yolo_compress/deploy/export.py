@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from yolo_compress.deploy.settings import FORMATS
 from yolo_compress.errors import CompressError
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}  # one per name in FORMATS
 
 
 def check_format(format: str) -> str:
@@ -19,7 +20,7 @@ def check_format(format: str) -> str:
 
 def exported_path(weights: Path, format: str) -> Path:
     """Where Ultralytics writes the export of ``weights``: same folder and stem."""
-    return weights.with_suffix(FORMATS[check_format(format)])
+    return weights.with_suffix(SUFFIXES[check_format(format)])
 
 
 def export(weights: str | Path, format: str, imgsz: int, **kwargs: Any) -> Path:

@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from yolo_compress.dataset import IMAGE_SUFFIXES, Dataset
+from yolo_compress.deploy.settings import MODES
 from yolo_compress.errors import CompressError
 
 LOGGER = logging.getLogger(__name__)
-MODES = ("static", "dynamic")
-
-
 QUANTIZE_FORMATS = ("onnx",)
 
 

@@ -10,63 +10,57 @@ from torch import nn
 
 from yolo_compress.deploy.export import check_format, export, exported_path
 from yolo_compress.deploy.quantize import check_quantizable, int8_path, quantize_onnx
+from yolo_compress.deploy.settings import ExportSettings, QuantizeSettings
 from yolo_compress.stage import Stage
 
-FINAL = ("distill", "finetune", "prune")  # the first of these that runs is the final model
 
-
-class _FinalStage(Stage):
-    def final_stage(self) -> str:
-        run = self.ctx.config.run
-        on = {"distill": run.distill, "finetune": run.finetune, "prune": True}
-        return next(s for s in FINAL if on[s])
-
-
-class ExportStage(_FinalStage):
+class ExportStage(Stage):
     """Export the final weights with Ultralytics, next to them (``<out>/distill.onnx``)."""
 
     name = "export"
+    settings_cls = ExportSettings
+
+    def _format(self) -> str | None:
+        return self.config.settings_of(ExportSettings).export
 
     def enabled(self) -> bool:
-        return self.ctx.config.run.export is not None
+        return self._format() is not None
 
     def check(self, model: nn.Module) -> None:
-        check_format(self.ctx.config.run.export)
+        check_format(self._format())
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": done[self.final_stage()]}
+        return {"weights": done[self.ctx.final]}
 
     def outputs(self) -> dict[str, Path]:
-        return {"file": exported_path(self.ctx.out / f"{self.final_stage()}.pt", self.ctx.config.run.export)}
-
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "format": self.ctx.config.run.export}
+        return {"file": exported_path(self.ctx.out / f"{self.ctx.final}.pt", self._format())}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        export(sources["weights"], self.ctx.config.run.export, self.ctx.imgsz)
+        export(sources["weights"], self._format(), self.ctx.imgsz)
         return {}
 
 
-class QuantizeStage(_FinalStage):
+class QuantizeStage(Stage):
     """INT8 ONNX model of the final weights (``<out>/distill-int8.onnx``); exports the fp32 ONNX first unless the
     export stage does."""
 
     name = "quantize"
+    settings_cls = QuantizeSettings
 
     def enabled(self) -> bool:
-        return self.ctx.config.run.quantize is not None
+        return self.config.settings_of(QuantizeSettings).quantize is not None
 
     def check(self, model: nn.Module) -> None:
         check_quantizable()
 
     def _onnx(self) -> Path:
-        return self.ctx.out / f"{self.final_stage()}.onnx"
+        return self.ctx.out / f"{self.ctx.final}.onnx"
 
     def _exported_by_export_stage(self) -> bool:
-        return self.ctx.config.run.export == "onnx"
+        return self.config.settings_of(ExportSettings).export == "onnx"
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        files = {"weights": done[self.final_stage()]}
+        files = {"weights": done[self.ctx.final]}
         if self._exported_by_export_stage():
             files["onnx"] = self._onnx()
         return files
@@ -75,12 +69,8 @@ class QuantizeStage(_FinalStage):
         files = {} if self._exported_by_export_stage() else {"onnx": self._onnx()}
         return {**files, "int8": int8_path(self._onnx())}
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "quantize": self.ctx.config.run.quantize,
-                **self.ctx.config.quantize_settings.to_dict()}
-
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        s = self.ctx.config.quantize_settings
+        s = self.config.settings_of(QuantizeSettings)
         onnx = sources.get("onnx") or export(sources["weights"], "onnx", self.ctx.imgsz)
         quantize_onnx(Path(onnx), self.ctx.data, self.ctx.imgsz, s.quantize_mode, s.calibration, s.float_head)
         return {}

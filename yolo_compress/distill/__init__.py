@@ -5,9 +5,9 @@ The trainer that uses them is ``patches.distill``.
 
 from yolo_compress.distill.connectors import CWDConnector, MGDConnector
 from yolo_compress.distill.distiller import Distiller, hooked_layer_names, run_to_layer
-from yolo_compress.distill.methods import FEATURE_METHODS, LOSSES
+from yolo_compress.distill.methods import FEATURE_METHODS
 from yolo_compress.distill.recorder import FeatureRecorder, OutputHook, remove_output_hooks_
-from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.distill.settings import LOSSES, DistillSettings
 
 __all__ = [
     "FEATURE_METHODS",

@@ -1,18 +1,15 @@
-"""The name -> (connector, loss) table of feature distillation; drives loss parsing, CLI choices and construction."""
+"""The name -> (connector, loss) table of feature distillation (its names: ``distill.settings.FEATURES``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from yolo_compress.distill.connectors import CWDConnector, MGDConnector
 from yolo_compress.distill.losses import ChannelWiseDivergence, MGDLoss
-
-if TYPE_CHECKING:
-    from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.distill.settings import DistillSettings
 
 
 @dataclass(frozen=True)
@@ -32,5 +29,3 @@ FEATURE_METHODS: dict[str, FeatureMethod] = {
     "cwd": FeatureMethod(lambda s, t, cfg: CWDConnector(s, t), lambda cfg: ChannelWiseDivergence(cfg.cwd_tau)),
     "mgd": FeatureMethod(lambda s, t, cfg: MGDConnector(s, t, cfg.mgd_lambda), lambda cfg: MGDLoss(cfg.mgd_alpha)),
 }
-# every accepted value of the ``loss`` setting: a feature method, logit KD, or both
-LOSSES = (*FEATURE_METHODS, "kd", *(f"{name}+kd" for name in FEATURE_METHODS))

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from yolo_compress.distill.methods import LOSSES
 from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings, non_negative, positive, setting
 
 SCHEDULES = ("constant", "cosine")
 TEACHER_INPUTS = ("same", "imagenet")
 KD_TAU = {"detect": 1.0, "classify": 4.0}  # the default temperature per task (kd_tau unset)
-DEFAULT_LOSS = {"detect": "kd", "classify": "kd"}  # the default loss per task (loss unset)
+FEATURES = ("cwd", "mgd")  # feature methods; ``distill.methods.FEATURE_METHODS`` builds them
+LOSSES = (*FEATURES, "kd", *(f"{name}+kd" for name in FEATURES))  # a feature loss, logit KD, or both
+DEFAULT_LOSS = "kd"  # for every task: the best measured for detectors, the only one for classifiers
 
 
 def _fraction(v: float) -> bool:
@@ -33,7 +34,7 @@ class DistillSettings(Settings):
     """
 
     loss: str | None = setting(None, f"distillation losses: a feature loss, logit KD, or both (default "
-                               f"{DEFAULT_LOSS['detect']} for detection; classifiers take kd)", choices=LOSSES)
+                               f"{DEFAULT_LOSS}; classifiers take kd)", choices=LOSSES)
     distill_layers: tuple[int, ...] = setting((15, 18, 21), "layer indices whose cv2 output is distilled (YOLOv8: "
                                               "the Detect inputs)", check=_layers, must="layer indices >= 0",
                                               metavar="15,18,21")
@@ -65,7 +66,7 @@ class DistillSettings(Settings):
         Raises:
             CompressError: a feature loss for a classifier.
         """
-        loss = self.loss or DEFAULT_LOSS[task]
+        loss = self.loss or DEFAULT_LOSS
         if task == "classify" and loss != "kd":
             raise CompressError(f"loss={loss!r}: classifiers are distilled with logit KD; set loss kd (--loss kd)")
         return replace(self, loss=loss, kd_tau=self.kd_tau if self.kd_tau is not None else KD_TAU[task])
@@ -73,12 +74,12 @@ class DistillSettings(Settings):
     @property
     def feature(self) -> str | None:
         """The feature method (``"cwd"``, ``"mgd"``) or ``None`` for logit KD alone (after :meth:`for_task`)."""
-        name = (self.loss or DEFAULT_LOSS["detect"]).split("+")[0]
+        name = (self.loss or DEFAULT_LOSS).split("+")[0]
         return None if name == "kd" else name
 
     @property
     def use_kd(self) -> bool:
-        return (self.loss or DEFAULT_LOSS["detect"]).endswith("kd")
+        return (self.loss or DEFAULT_LOSS).endswith("kd")
 
     def factor(self, progress: float) -> float:
         """Weight factor at ``progress`` (share of the run done, in [0, 1])."""

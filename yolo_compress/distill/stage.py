@@ -50,18 +50,21 @@ class DistillStage(TrainingStage):
     """Distil the pruned model from the unpruned baseline (the sparse model has already lost its freed channels)."""
 
     name = "distill"
+    settings_cls = DistillSettings
+    switch = True
+    follows = ("prune",)
 
-    def enabled(self) -> bool:
-        return self.ctx.config.run.distill
+    def starts_from(self, running: set[str]) -> str | None:
+        """The pruned weights, or the fine-tuned ones with ``distill_from: finetune`` (when fine-tuning runs)."""
+        if self.config.run.distill_from == "finetune" and "finetune" in running:
+            return "finetune"
+        return super().starts_from(running)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        from_finetune = self.ctx.config.run.distill_from == "finetune" and "finetune" in done
-        start = done["finetune"] if from_finetune else done["prune"]
-        return {"weights": start, "teacher": done["baseline"]}
+        return {"weights": done[self.starts_from(set(done)) or "prune"], "teacher": done["baseline"]}
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self.ctx.config.distill_settings.to_dict(),
-                "distill_from": self.ctx.config.run.distill_from}
+        return {**super().settings(), "distill_from": self.config.run.distill_from}
 
     def check(self, model: nn.Module) -> None:
         from yolo_compress.distill.distiller import hooked_layer_names
@@ -70,12 +73,12 @@ class DistillStage(TrainingStage):
         if self.ctx.data.task not in TRAINERS:
             raise CompressError(f"distillation of {self.ctx.data.task} models is not supported; set distill: false "
                                 "(--no-distill)")
-        settings = self.ctx.config.distill_settings.for_task(self.ctx.data.task)
+        settings = self.config.settings_of(DistillSettings).for_task(self.ctx.data.task)
         if settings.feature:
             hooked_layer_names(model, settings.distill_layers)
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         out = self.outputs()["weights"]
         result = distill(load_model(sources["weights"]), sources["teacher"], self.ctx.data, out,
-                         self.ctx.config.distill_settings, self.ultralytics_args(), resume=resume)
+                         self.config.settings_of(DistillSettings), self.ultralytics_args(), resume=resume)
         return {"metrics": result.metrics}

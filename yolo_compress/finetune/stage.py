@@ -27,6 +27,8 @@ class BaselineStage(TrainingStage):
     """The model to compress: the user's weights as they are, or a model trained from ``config.model``."""
 
     name = "baseline"
+    default_epochs = 25
+    share = 0.0
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         weights = self.ctx.config.run.weights
@@ -37,13 +39,13 @@ class BaselineStage(TrainingStage):
         return {"weights": Path(weights)} if weights is not None else super().outputs()
 
     def settings(self) -> dict[str, Any]:
-        c = self.ctx.config
+        c = self.config
         if c.run.weights is not None:
             return {"imgsz": self.ctx.imgsz}
         return {**super().settings(), "model": c.run.model}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        c, data = self.ctx.config, self.ctx.data
+        c, data = self.config, self.ctx.data
         if c.run.weights is not None:
             return {"metrics": validate(sources["weights"], data, self.ctx.imgsz)}
         out = self.outputs()["weights"]
@@ -56,9 +58,8 @@ class FinetuneStage(TrainingStage):
     """Fine-tune the pruned model without a teacher: the reference every distillation recipe must beat."""
 
     name = "finetune"
-
-    def enabled(self) -> bool:
-        return self.ctx.config.run.finetune
+    switch = True
+    follows = ("prune",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": done["prune"]}

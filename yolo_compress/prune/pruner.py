@@ -100,7 +100,7 @@ def _trace_input(model: nn.Module, imgsz: int) -> torch.Tensor:
 def has_freed_channels(model: nn.Module) -> bool:
     """True when sparse training zeroed channels: some prunable BatchNorm scale is exactly 0 (both sparse methods
     leave exact zeros, ordinary training does not)."""
-    from yolo_compress.sparse import prunable_batchnorms
+    from yolo_compress.models import prunable_batchnorms
 
     return any(bool((bn.weight == 0).any()) for bn in prunable_batchnorms(model))
 

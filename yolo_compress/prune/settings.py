@@ -9,6 +9,7 @@ from yolo_compress.settings import Settings, positive, setting, unit_open
 
 IMPORTANCES = ("auto", "bn_scale", "l2", "group_norm")
 DEFAULT_SPEED_UP = 2.0  # the target when neither factor nor speed_up is given
+TARGET_KEYS = ("factor", "speed_up", "round_to")  # what to remove: the part sparse training aims at too
 
 
 def _above_one(v: float) -> bool:
@@ -46,6 +47,10 @@ class PruneSettings(Settings):
     def target_speed_up(self) -> float | None:
         """The GFLOPs target to search for, ``None`` when pruning by ``factor``."""
         return None if self.factor is not None else (self.speed_up or DEFAULT_SPEED_UP)
+
+    def target(self) -> dict[str, float | int | None]:
+        """The keys that say what to remove (:data:`TARGET_KEYS`), as sparse training needs them."""
+        return {k: getattr(self, k) for k in TARGET_KEYS}
 
     def resolved(self, sparse_trained: bool) -> PruneSettings:
         """Concrete criterion and scope: ``auto`` and an unset ``global_pruning`` decided."""

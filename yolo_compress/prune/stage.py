@@ -24,20 +24,21 @@ class PruneStage(Stage):
     """Prune the sparse model (or the baseline when sparse training is off)."""
 
     name = "prune"
+    settings_cls = PruneSettings
+    makes_weights = True
+    follows = ("sparse", "baseline")
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": done.get("sparse", done["baseline"])}
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self.ctx.config.prune_settings.to_dict()}
-
     def check(self, model: nn.Module) -> None:
         """A speed-up target that cannot be reached fails now (a dry run on the baseline, seconds), not after
         sparse training."""
-        if self.ctx.config.prune_settings.target_speed_up is not None:
-            prune_model(model, self.ctx.imgsz, self.ctx.config.prune_settings)
+        settings = self.config.settings_of(PruneSettings)
+        if settings.target_speed_up is not None:
+            prune_model(model, self.ctx.imgsz, settings)
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        _, result = prune_to(load_model(sources["weights"]), self.ctx.imgsz, self.ctx.config.prune_settings,
+        _, result = prune_to(load_model(sources["weights"]), self.ctx.imgsz, self.config.settings_of(PruneSettings),
                              self.outputs()["weights"])
         return {"prune": result.to_dict()}

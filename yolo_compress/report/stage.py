@@ -14,9 +14,7 @@ class CompareStage(Stage):
     """Measure every stage's weights the same way (accuracy, size, interleaved latency)."""
 
     name = "compare"
-
-    def enabled(self) -> bool:
-        return self.ctx.config.run.compare
+    switch = True
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return dict(done)
@@ -25,11 +23,11 @@ class CompareStage(Stage):
         return report_paths(self.ctx.out)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "latency_rounds": self.ctx.config.run.latency_rounds}
+        return {**super().settings(), "latency_rounds": self.config.run.latency_rounds}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         rows = compare(list(sources.values()), self.ctx.data, self.ctx.imgsz, names=list(sources),
-                       rounds=self.ctx.config.run.latency_rounds)
+                       rounds=self.config.run.latency_rounds)
         rows = [r.flat() for r in rows]
         write_report(rows, self.ctx.out)
         return {"rows": rows}

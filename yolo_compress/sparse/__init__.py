@@ -4,7 +4,6 @@ from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.sparse.slimming import (
     GammaStats,
     gamma_stats,
-    prunable_batchnorms,
     save_gamma_histogram,
     scale_channels_,
     shrink_factor,
@@ -15,7 +14,6 @@ __all__ = [
     "GammaStats",
     "SparseSettings",
     "gamma_stats",
-    "prunable_batchnorms",
     "save_gamma_histogram",
     "scale_channels_",
     "shrink_factor",

@@ -36,5 +36,7 @@ class SparseSettings(Settings):
                                      choices=PLAN_IMPORTANCES)
     zero_at: float = setting(0.5, "share of the stage after which the freed channels are exactly zero",
                              check=_zero_at, must="in (0, 1]")
+    sparse_distill: bool = setting(False, "distil from the unpruned model while training sparse (with the distill "
+                                   "stage's losses and settings)")
     l1_total: float = setting(0.5, "l1: how far each |gamma| is pulled towards 0 over the whole stage",
                               check=non_negative, must=">= 0")

@@ -26,21 +26,11 @@ from typing import Union
 import torch
 from torch import nn
 
-from yolo_compress.models import head_module_ids
+from yolo_compress.models import prunable_batchnorms
 
 LOGGER = logging.getLogger(__name__)
 
 BatchNorms = Union[nn.Module, Iterable[nn.BatchNorm2d]]
-
-
-def prunable_batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
-    """BatchNorm layers whose channels pruning may remove: all but those inside the output head.
-
-    The head's widths are fixed (box bins, class count) and the pruner ignores it, so sparsifying its scales
-    would only cost accuracy.
-    """
-    head = head_module_ids(model)
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in head]
 
 
 def _as_batchnorms(model_or_bns: BatchNorms) -> list[nn.BatchNorm2d]:

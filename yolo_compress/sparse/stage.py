@@ -16,6 +16,7 @@ from torch import nn
 
 from yolo_compress.checkpoint import atomic_write_bytes, load_model
 from yolo_compress.dataset import Dataset
+from yolo_compress.errors import CompressError
 from yolo_compress.prune import PruneSettings, plan_channels, swap_c2f_
 from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.stage import TrainingStage
@@ -25,16 +26,20 @@ LOGGER = logging.getLogger(__name__)
 
 
 def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSettings, target: PruneSettings,
-                 imgsz: int, args: dict[str, Any], resume: bool = False, require_resume: bool = False) -> Fit:
+                 imgsz: int, args: dict[str, Any], resume: bool = False, require_resume: bool = False,
+                 teacher: dict[str, Any] | None = None) -> Fit:
     """Free the channels ``target`` would prune while training (or pull every scale, ``sparse_method="l1"``);
     save the final weights to ``out``.
+
+    ``teacher`` (with ``sparse_distill``): the distillation trainer keywords, ``teacher`` (a checkpoint path) and
+    the distillation settings; the student then also learns from the teacher while its channels are freed.
 
     The C2f blocks are swapped for their exact chunk-free twins first (what pruning does too), so the plan names
     the layers of the trained network. The final epoch is kept (its freed channels are exactly zero), not the
     best-validating one. The |gamma| histogram is copied next to ``out`` (``sparse.pt`` ->
     ``sparse_bn_gamma_hist.png``).
     """
-    from yolo_compress.patches.sparse import HISTOGRAM_NAME, TRAINERS
+    from yolo_compress.patches.sparse import HISTOGRAM_NAME, TEACHER_TRAINERS, TRAINERS
 
     model = deepcopy(model)
     swap_c2f_(model)
@@ -45,7 +50,13 @@ def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSet
         LOGGER.info("sparse training frees %d channels in %d layers (%.2fx fewer GFLOPs once pruned)",
                     sum(len(c) for c in plan.values()), len(plan), result.speed_up)
     extra = {**settings.to_dict(), "sparse_plan": plan}
-    fitted = fit(model, TRAINERS[data.task], out, data, {**args, **extra}, resume=resume, take="last",
+    trainers = TRAINERS
+    if settings.sparse_distill:
+        if not teacher:
+            raise CompressError("sparse_distill needs a teacher: the unpruned model's checkpoint (load the model from "
+                                "a .pt file, not a yaml)")
+        trainers, extra = TEACHER_TRAINERS, {**extra, **teacher}
+    fitted = fit(model, trainers[data.task], out, data, {**args, **extra}, resume=resume, take="last",
                  require_resume=require_resume)
     histogram = fitted.run_dir / HISTOGRAM_NAME
     if histogram.is_file():
@@ -57,20 +68,29 @@ class SparseStage(TrainingStage):
     """Sparse-train the baseline towards the prune stage's target; its output is pruned next."""
 
     name = "sparse"
-
-    def enabled(self) -> bool:
-        return self.ctx.config.run.sparse
+    settings_cls = SparseSettings
+    switch = True
+    follows = ("baseline",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": done["baseline"]}
 
+    def _teacher(self) -> dict[str, Any]:
+        """The distill stage's settings, when this stage distils (from its own input, the unpruned model); read by
+        stage name, so sparse training needs nothing of the later stage's code."""
+        on = self.config.settings_of(SparseSettings).sparse_distill
+        return self.config.settings["distill"].to_dict() if on else {}
+
     def settings(self) -> dict[str, Any]:
-        c = self.ctx.config
-        target = {k: v for k, v in c.prune_settings.to_dict().items() if k in ("factor", "speed_up", "round_to")}
-        return {**super().settings(), **c.sparse_settings.to_dict(), **target}
+        target = self.config.settings_of(PruneSettings).target()
+        return {**super().settings(), **target, **self._teacher()}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        c = self.ctx.config
+        c = self.config
+        teacher = self._teacher()
+        if teacher:
+            teacher["teacher"] = str(sources["weights"])
         result = sparse_train(load_model(sources["weights"]), self.ctx.data, self.outputs()["weights"],
-                              c.sparse_settings, c.prune_settings, self.ctx.imgsz, self.ultralytics_args(), resume)
+                              c.settings_of(SparseSettings), c.settings_of(PruneSettings), self.ctx.imgsz,
+                              self.ultralytics_args(), resume, teacher=teacher or None)
         return {"metrics": result.metrics}
