@@ -1,6 +1,6 @@
 """The one seam where yolo-compress changes Ultralytics' behaviour: trainer subclasses and runtime settings.
 
-Nothing here edits site-packages. ``runtime.apply()`` runs when ``yolo_compress`` is imported.
+Nothing here edits site-packages. ``runtime.apply()`` runs when yolo-compress starts work (never at import).
 """
 
 from yolo_compress.patches.runtime import CHECKED_ULTRALYTICS, apply, check_version

@@ -21,7 +21,6 @@ launcher rebuild the same distillation from ``vars(args)``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,10 +29,9 @@ from torch import nn
 from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolo_compress.checkpoint import load_model
-from yolo_compress.distill import Distiller, DistillSettings, hooked_layer_names, remove_output_hooks_
+from yolo_compress.distill import Distiller, DistillSettings, remove_output_hooks_
+from yolo_compress.distill.teacher import check_teacher_path, load_teacher
 from yolo_compress.errors import CompressError
-from yolo_compress.models import class_count
 from yolo_compress.patches.trainers import ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
 
 LOGGER = logging.getLogger(__name__)
@@ -43,8 +41,8 @@ class DistillCriterion:
     """Wrap an Ultralytics criterion: detection loss plus weighted, scheduled distillation losses.
 
     ``__call__(preds, batch)`` returns ``(cat([loss, extra * batch_size]), {**items, **extra_items})``; the trainer
-    sums the vector. Each extra item is ``weight * factor * loss`` per image (``factor`` from
-    ``DistillSettings.factor`` at the trainer's progress), scaled by the batch size as Ultralytics scales its own
+    sums the vector. Each extra item is ``weight * ramp * loss`` per image (``ramp`` from
+    ``DistillSettings.weight_at`` the trainer's progress), scaled by the batch size as Ultralytics scales its own
     terms. Not copied by ``deepcopy`` (returns ``None``), so an EMA rebuilt from the live model never carries the
     teacher.
     """
@@ -58,8 +56,8 @@ class DistillCriterion:
     def __call__(self, preds: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, items = self.base(preds, batch)
         losses = self.distiller(batch["img"], preds)
-        factor = self.settings.factor(self.progress())
-        extra = torch.stack([self.weights[k] * factor * v for k, v in losses.items()]).to(loss.dtype)
+        ramp = self.settings.weight_at(self.progress())
+        extra = torch.stack([self.weights[k] * ramp * v for k, v in losses.items()]).to(loss.dtype)
         items = {**items, **dict(zip(losses, extra.detach()))}
         return torch.cat([loss, extra * batch["img"].shape[0]]), items
 
@@ -95,8 +93,9 @@ class DistillationTrainer(ModuleKeepingTrainer):
             LOGGER.warning("compile is off with distillation: the student's hooks must run eagerly")
             self.args.compile = False
         self.distill = self.settings_of(DistillSettings)
-        self.args.teacher = str(Path(check_teacher_path(self.args.teacher)).resolve())
-        self.teacher_model = load_teacher(self.args.teacher, self.data["nc"], self.distill)
+        self.args.teacher = str(check_teacher_path(self.args.teacher))
+        self.teacher_model = load_teacher(self.args.teacher, "detect", self.data["nc"], self.distill,
+                                          int(self.args.imgsz))
         self.distiller: Distiller | None = None
         self.add_callback("on_train_start", _attach)
         self.add_callback("on_train_epoch_start", _connectors_train)
@@ -152,34 +151,6 @@ def _detach(trainer: DistillationTrainer) -> None:
     student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
     if student is not None and isinstance(getattr(student, "criterion", None), DistillCriterion):
         student.criterion = student.criterion.base
-
-
-def check_teacher_path(teacher: str | Path | None) -> Path:
-    """Raises: CompressError when no teacher was given or its file does not exist."""
-    if not teacher:
-        raise CompressError("distillation needs a teacher: pass teacher='path/to/teacher.pt' (--teacher)")
-    path = Path(teacher).expanduser()
-    if not path.is_file():
-        raise CompressError(f"teacher checkpoint not found: {path}; pass the .pt file of a trained model")
-    return path
-
-
-def load_teacher(path: str | Path, nc: int, settings: DistillSettings) -> nn.Module:
-    """Load a frozen teacher and check it against the dataset and the chosen layers (on CPU; moved later).
-
-    Raises:
-        CompressError: not a detection checkpoint, a different number of classes, or a layer without ``cv2``.
-    """
-    teacher = load_model(path, what="teacher")
-    if class_count(teacher) != nc:
-        raise CompressError(f"teacher {path} predicts {class_count(teacher)} classes but the dataset has {nc}; "
-                            "use a teacher trained on this dataset")
-    if settings.feature:
-        hooked_layer_names(teacher, settings.distill_layers)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
 
 
 def add_param_groups_(optimizer: torch.optim.Optimizer, module: nn.Module, decay: float) -> None:
@@ -241,13 +212,11 @@ class ClassifyDistillationTrainer(ModuleKeepingClassifyTrainer):
     extra_keys = ("teacher",)
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
-        from yolo_compress.distill.classifier import load_classifier_teacher
-
         super().__init__(cfg, overrides, _callbacks)
-        s = self.distill = self.settings_of(DistillSettings)
-        self.args.teacher = str(Path(check_teacher_path(self.args.teacher)).resolve())
-        self.teacher_model = load_classifier_teacher(self.args.teacher, self.data["nc"], int(self.args.imgsz),
-                                                     s.teacher_input, s.teacher_imgsz)
+        self.distill = self.settings_of(DistillSettings)
+        self.args.teacher = str(check_teacher_path(self.args.teacher))
+        self.teacher_model = load_teacher(self.args.teacher, "classify", self.data["nc"], self.distill,
+                                          int(self.args.imgsz))
         self.add_callback("on_train_start", _attach_soft_targets)
         self.add_callback("teardown", _detach_soft_targets)
 

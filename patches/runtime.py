@@ -1,8 +1,11 @@
-"""Offline-safe runtime settings for Ultralytics, applied once when ``yolo_compress`` is imported.
+"""Offline-safe runtime settings for Ultralytics, applied once when yolo-compress starts work.
 
-Everything here changes process state, not Ultralytics' files:
+``apply()`` runs at the start of the command line, of ``PruneModel(...)`` and of ``CompressionPipeline(...)``,
+never at import; ``YOLO_COMPRESS_RUNTIME=0`` in the environment turns it off (an application that sets up
+Ultralytics and torch itself). Everything here changes process state, not Ultralytics' files:
 
-* ``YOLO_OFFLINE=1`` skips the DNS probe ``ultralytics.utils.is_online`` runs at import.
+* ``YOLO_OFFLINE=1`` skips the DNS probe ``ultralytics.utils.is_online`` runs at import (when Ultralytics was not
+  imported before).
 * ``YOLO_AUTOINSTALL=0`` stops ``ultralytics.nn.tasks.torch_safe_load`` from pip-installing a module a pickled
   checkpoint names but this process cannot import.
 * ``YOLO_CONFIG_DIR`` defaults to a per-user folder under the temp dir instead of ``~/.config/Ultralytics``
@@ -61,9 +64,9 @@ def install_local_font(config_dir: Path) -> None:
 
 
 def apply() -> None:
-    """Apply every runtime setting once; safe to call again."""
+    """Apply every runtime setting once (unless ``YOLO_COMPRESS_RUNTIME=0``); safe to call again."""
     global _applied
-    if _applied:
+    if _applied or os.environ.get("YOLO_COMPRESS_RUNTIME", "1") == "0":
         return
     set_offline_env()
     from ultralytics.utils import USER_CONFIG_DIR, torch_utils

@@ -53,7 +53,7 @@ class SparseTraining(KeepModule):
         super().__init__(*args, **kwargs)
         self.sparse = self.settings_of(SparseSettings)
         self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
-        self._factor = 1.0
+        self._kept = 1.0
         self._progress = 0.0
         self.add_callback("on_train_start", _start_schedule)
         self.add_callback("on_train_end", _write_histogram)
@@ -69,10 +69,10 @@ class SparseTraining(KeepModule):
                 soft_threshold_(model, amount)
         else:
             factor = shrink_factor(progress, self.sparse.zero_at)
-            ratio = factor / self._factor if self._factor > 0 else 0.0
+            ratio = factor / self._kept if self._kept > 0 else 0.0
             for model in models:
                 scale_channels_(model, self.plan, ratio)
-            self._factor = factor
+            self._kept = factor
         self._progress = progress
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
@@ -91,14 +91,14 @@ class SparseTraining(KeepModule):
         zero = sum(int((modules[n].weight.detach()[c] == 0).sum()) for n, c in self.plan.items())
         share = zero / freed if freed else 0.0
         LOGGER.info("sparsity epoch %d: %d channels being freed, at %.0f%% of their magnitude, %.0f%% at zero",
-                    self.epoch + 1, freed, 100 * self._factor, 100 * share)
-        super().save_metrics({**metrics, "sparse/kept": self._factor, "sparse/zero": share})
+                    self.epoch + 1, freed, 100 * self._kept, 100 * share)
+        super().save_metrics({**metrics, "sparse/kept": self._kept, "sparse/zero": share})
 
 
 def _start_schedule(trainer: SparseTraining) -> None:
     """A resumed run's channels are already as small as the schedule wanted at the resumed epoch."""
     trainer._progress = trainer.progress()
-    trainer._factor = shrink_factor(trainer._progress, trainer.sparse.zero_at)
+    trainer._kept = shrink_factor(trainer._progress, trainer.sparse.zero_at)
 
 
 def _write_histogram(trainer: SparseTraining) -> None:

@@ -17,7 +17,6 @@ from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import TORCH_2_0, one_cycle
 
 from yolo_compress.checkpoint import atomic_write_bytes
-from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings
 
 S = TypeVar("S", bound=Settings)
@@ -115,11 +114,10 @@ class KeepModule:
         """Return ``weights`` itself (float32, trainable) when it is a module, else build from ``cfg``."""
         if not isinstance(weights, nn.Module):
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
-        from yolo_compress.models import class_count
+        from yolo_compress.models import check_class_count
 
-        if class_count(weights) != self.data["nc"]:
-            raise CompressError(f"model predicts {class_count(weights)} classes but dataset {self.args.data!r} has "
-                                f"{self.data['nc']}; pass the dataset the model was trained on")
+        check_class_count(weights, self.data["nc"], "model", f"pass the dataset the model was trained on "
+                          f"({self.args.data} is not)")
         model = weights.float()
         for p in model.parameters():
             p.requires_grad_(True)

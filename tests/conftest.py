@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import yolo_compress  # noqa: F401  (offline runtime settings before any Ultralytics import)
+from yolo_compress.patches import runtime
+
+runtime.apply()  # offline runtime settings before any Ultralytics import
 
 
 @pytest.fixture(autouse=True)

@@ -92,10 +92,10 @@ def test_recorder_hook_is_picklable_and_names_are_checked():
 # ---- distiller ----------------------------------------------------------------------------------------------------
 def test_weight_schedule_warms_up_then_holds_or_decays():
     s = DistillSettings(distill_warmup=0.2)
-    assert [s.factor(p) for p in (0.0, 0.1, 0.2, 0.6, 1.0)] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
+    assert [s.weight_at(p) for p in (0.0, 0.1, 0.2, 0.6, 1.0)] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
     c = DistillSettings(distill_warmup=0.0, distill_schedule="cosine", distill_final=0.1)
-    assert [c.factor(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
-    assert c.factor(2.0) == pytest.approx(0.1)  # clamped
+    assert [c.weight_at(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])
+    assert c.weight_at(2.0) == pytest.approx(0.1)  # clamped
 
 
 def settings(**kw) -> DistillSettings:
@@ -208,9 +208,9 @@ def test_trainer_rebuilt_from_args_distils_the_same(data_yaml, teacher_pt, tmp_p
         data_yaml, teacher_pt, tmp_path, loss="mgd+kd", distill_layers="12,15", kd_tau=2.0, mgd_lambda=0.5))
     cfg = {**DEFAULT_CFG_DICT, "save_dir": ""}
     second = DistillationTrainer(cfg=cfg, overrides=dict(vars(first.args)))
-    assert second.settings == first.settings
-    assert first.settings.distill_layers == (12, 15) and first.settings.loss == "mgd+kd"
-    assert first.settings.kd_tau == 2.0
+    assert second.distill == first.distill
+    assert first.distill.distill_layers == (12, 15) and first.distill.loss == "mgd+kd"
+    assert first.distill.kd_tau == 2.0
     for trainer in (first, second):
         trainer.model = copy.deepcopy(pristine["n"])
         trainer.setup_model()
@@ -378,7 +378,7 @@ def test_interrupted_distillation_resumes_with_its_own_settings(data_yaml, teach
         raise KeyboardInterrupt
 
     def record(self):
-        seen.append((self.epoch, self.settings, self.args.teacher))
+        seen.append((self.epoch, self.distill, self.args.teacher))
         return original(self)
 
     monkeypatch.setattr(DistillationTrainer, "save_model", save_then_crash)

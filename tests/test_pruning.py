@@ -277,22 +277,3 @@ def test_finetune_keeps_pruned_shape_through_resume(pruned_ckpt, shapes_yaml, tm
     for name in ("best.pt", "last.pt"):
         assert count_params(load_checkpoint(weights / name)[0]) == n
         assert count_params(YOLO(str(weights / name)).model) == n
-
-
-def test_checkpoints_of_version_0_1_still_load(pruned, tmp_path):
-    """0.1 pickled the C2f twin as ``yolo_compress.pruning.c2f.C2fChunkFree``; that path still resolves."""
-    import yolo_compress.pruning  # noqa: F401  (the alias module, as a 0.1 install had it)
-    from yolo_compress.checkpoint import load_model
-
-    model, _ = pruned
-    C2fChunkFree.__module__ = "yolo_compress.pruning.c2f"  # pickle by the old path
-    try:
-        save_checkpoint(model, tmp_path / "old.pt")
-    finally:
-        C2fChunkFree.__module__ = "yolo_compress.prune.c2f"
-    assert b"yolo_compress.pruning.c2f" in (tmp_path / "old.pt").read_bytes()
-    script = ("from yolo_compress.checkpoint import load_model; "
-              f"print(sum(p.numel() for p in load_model({str(tmp_path / 'old.pt')!r}).parameters()))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert int(out.stdout.split()[-1]) == count_params(model) == count_params(load_model(tmp_path / "old.pt"))

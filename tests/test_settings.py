@@ -10,11 +10,12 @@ import pytest
 
 from yolo_compress import CompressError
 from yolo_compress.cli import build_parser
-from yolo_compress.config import STAGE_SETTINGS, RunSettings, config_keys, load_config
+from yolo_compress.config import config_keys, load_config
 from yolo_compress.deploy.settings import QuantizeSettings
 from yolo_compress.distill import DistillSettings
 from yolo_compress.prune import PruneSettings
 from yolo_compress.sparse import SparseSettings
+from yolo_compress.stage import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"sparse": SparseSettings, "prune": PruneSettings, "distill": DistillSettings,
@@ -23,10 +24,17 @@ COMMANDS = {"sparse": SparseSettings, "prune": PruneSettings, "distill": Distill
 
 def test_cli_config_and_settings_share_defaults():
     run = vars(build_parser().parse_args(["run"]))
+    keys = [k for k in config_keys() if k != "train_args"]
+    assert [k for k in keys if k not in run] == [], "a config key without a run flag"
+    assert {k: run[k] for k in keys if run[k] is not None} == {}, "an unset flag must defer to the one default"
     cfg = load_config()
-    assert RunSettings.pick(run) == cfg.run == RunSettings()
-    for attr, cls in STAGE_SETTINGS.items():
-        assert cls.pick(run) == getattr(cfg, attr) == cls(), attr
+    assert cfg.run == RunSettings()
+    assert all(s == type(s)() for s in cfg.settings.values())
+    flags = vars(build_parser().parse_args(["run", "--zero-at", "0.3", "--no-sparse", "--budget", "12",
+                                             "--loss", "cwd", "--quantize", "int8"]))
+    given = load_config(**{k: flags[k] for k in keys if flags[k] is not None})
+    assert (given.settings_of(SparseSettings).zero_at, given.is_on("sparse"), given.run.budget) == (0.3, False, 12)
+    assert given.settings_of(DistillSettings).loss == "cwd" and given.settings_of(QuantizeSettings).quantize == "int8"
     required = {"sparse": ["--weights", "w"], "prune": ["--weights", "w"], "quantize": ["--weights", "w"],
                 "distill": ["--weights", "w", "--teacher", "t"]}
     for command, cls in COMMANDS.items():
@@ -83,10 +91,10 @@ def test_config_keys_are_unique_and_documented():
 
 
 def _imports(path: Path, package: str) -> set[str]:
-    """Modules of ``package`` a file imports at module level (imports inside functions are deferred on purpose)."""
+    """Modules of ``package`` a file imports anywhere: at module level, inside functions, under ``TYPE_CHECKING``."""
     tree = ast.parse(path.read_text())
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
@@ -120,3 +128,23 @@ def test_no_import_cycle_between_modules():
 
     for module in graph:
         assert cycle_from(module, module, [module]) is None, f"import cycle: {cycle_from(module, module, [module])}"
+
+
+# the one documented exception: sparse training asks the pruner which channels its target removes
+EARLIER_USES_LATER = {("yolo_compress.sparse", "yolo_compress.prune")}
+
+
+def test_no_stage_imports_a_later_stage():
+    """Stage packages, in pipeline order, import only earlier ones (the Ultralytics seam ``patches`` aside)."""
+    from yolo_compress.stages import STAGES
+
+    order: list[str] = []
+    for stage in STAGES:
+        package = ".".join(stage.__module__.split(".")[:2])
+        if package not in order:
+            order.append(package)
+    for i, package in enumerate(order):
+        folder = ROOT / package.replace(".", "/")
+        used = {".".join(m.split(".")[:2]) for f in folder.rglob("*.py") for m in _imports(f, "yolo_compress")}
+        later = [p for p in order[i + 1:] if p in used and (package, p) not in EARLIER_USES_LATER]
+        assert not later, f"{package} imports the later stage(s) {later}"

@@ -83,8 +83,8 @@ def _stub_trainer(net: nn.Module, optimizer: torch.optim.Optimizer, plan: dict, 
                   settings: SparseSettings | None = None) -> SparseTrainer:
     """A SparseTrainer with only what ``optimizer_step`` reads: the real methods on a hand-built object."""
     trainer = SparseTrainer.__new__(SparseTrainer)
-    trainer.settings = settings or SparseSettings(zero_at=0.5)
-    trainer.plan, trainer._factor, trainer._progress = plan, 1.0, 0.0
+    trainer.sparse = settings or SparseSettings(zero_at=0.5)
+    trainer.plan, trainer._kept, trainer._progress = plan, 1.0, 0.0
     trainer.model, trainer.ema, trainer.optimizer = net, None, optimizer
     trainer.scaler = torch.amp.GradScaler("cpu", enabled=False)
     trainer.device = torch.device("cpu")
@@ -228,7 +228,7 @@ def test_interrupted_sparse_training_resumes_with_its_own_settings(shapes_yaml, 
         raise KeyboardInterrupt
 
     def record(self):
-        seen.append((self.epoch, self.settings, len(self.plan)))
+        seen.append((self.epoch, self.sparse, len(self.plan)))
         return original(self)
 
     monkeypatch.setattr(SparseTrainer, "save_model", save_then_crash)

@@ -1,13 +1,12 @@
 """yolo-compress: sparse training, channel pruning, fine-tuning and distillation for Ultralytics YOLOv8.
 
-Importing the package applies the offline-safe runtime settings of ``yolo_compress.patches.runtime`` (which
-imports Ultralytics) before anything else uses Ultralytics. ``PruneModel`` is imported on first access.
+Importing the package changes nothing in the process. The offline-safe runtime settings
+(``yolo_compress.patches.runtime``: offline Ultralytics, no auto-install, a local font, all CPU cores) are applied
+when work starts: by the command line, ``PruneModel`` and ``CompressionPipeline``. Set ``YOLO_COMPRESS_RUNTIME=0``
+to keep your own. ``PruneModel`` is imported on first access.
 """
 
 from yolo_compress.errors import CompressError
-from yolo_compress.patches import runtime as _runtime
-
-_runtime.apply()
 
 __all__ = ["CompressError", "PruneModel"]
 __version__ = "0.2.0"

@@ -49,6 +49,9 @@ class PruneModel:
 
     def __init__(self, weights: str | Path = "yolov8n.yaml", data: str | Path | None = None,
                  imgsz: int | None = None, seed: int = 0) -> None:
+        from yolo_compress.patches import runtime
+
+        runtime.apply()
         text = str(weights)
         self.weights: Path | None = None  # the file self.model was last loaded from or saved to
         if text.endswith((".yaml", ".yml")):
@@ -106,7 +109,7 @@ class PruneModel:
                                     "(PruneModel('model.pt')) or save it first")
             distill, kwargs = _split(DistillSettings, kwargs)
             teacher = {**distill.to_dict(), "teacher": str(self.weights)}
-        out, args = self._prepare(save_dir, kwargs)
+        out, args = self._prepare(save_dir, kwargs, (SparseSettings, PruneSettings, DistillSettings))
         return self._trained(sparse_train(self.model, self.data, out, settings, target, args["imgsz"], args, resume,
                                           resume, teacher=teacher), out)
 
@@ -140,7 +143,7 @@ class PruneModel:
         from yolo_compress.distill.stage import distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        out, args = self._prepare(save_dir, kwargs, extra_inputs=(Path(teacher),))
+        out, args = self._prepare(save_dir, kwargs, (DistillSettings,), extra_inputs=(Path(teacher),))
         return self._trained(distill(self.model, teacher, self.data, out, settings, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
@@ -220,12 +223,13 @@ class PruneModel:
         return model_size(self.model, imgsz or self.imgsz)
 
     # ---- helpers -----------------------------------------------------------------------------------------------
-    def _prepare(self, save_dir: str | Path, kwargs: dict[str, Any],
+    def _prepare(self, save_dir: str | Path, kwargs: dict[str, Any], settings: tuple[type[Settings], ...] = (),
                  extra_inputs: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
-        """Check the output path and the Ultralytics keywords (stage settings already taken out); build the train
+        """Check the output path and the Ultralytics keywords (the stage's ``settings`` already taken out: a name of
+        theirs left here belongs to a stage not in use; they are suggested for near misses); build the train
         arguments."""
         imgsz = kwargs.pop("imgsz", self.imgsz)
-        check_train_args(kwargs)
+        check_train_args(kwargs, hints=tuple(k for cls in settings for k in cls.field_names()))
         out = output_path(save_dir, (self.weights, *extra_inputs))
         return out, train_args(kwargs, self.data, imgsz, out)
 

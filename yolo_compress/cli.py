@@ -77,19 +77,19 @@ def _training(sub: Any, name: str, help: str, settings: type | None = None) -> a
 
 def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; ``run``'s flags come from ``stages`` (default: the pipeline's)."""
-    from yolo_compress.config import settings_classes, stage_keys
-    from yolo_compress.deploy.settings import FORMATS, QuantizeSettings
-    from yolo_compress.distill import DistillSettings
-    from yolo_compress.prune import TARGET_KEYS, PruneSettings
-    from yolo_compress.sparse import SparseSettings
-    from yolo_compress.stage import RunSettings
     from yolo_compress.stages import STAGES
-
-    stages = tuple(stages or STAGES)
 
     parser = _Parser(prog="yolo-compress", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_data(sub)
+    _add_stages(sub)
+    _add_deploy(sub)
+    _add_relations(sub)
+    _add_run(sub, tuple(stages or STAGES))
+    return parser
 
+
+def _add_data(sub: Any) -> None:
     p = sub.add_parser("data", help="write a built-in synthetic dataset")
     p.add_argument("--kind", choices=DATA_KINDS, default="shapes")
     p.add_argument("--root", help="output folder (default data/<kind>)")
@@ -98,42 +98,55 @@ def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.Argume
     p.add_argument("--imgsz", type=int, help="image size (default: the generator's)")
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_stages(sub: Any) -> None:
+    from yolo_compress.distill import DistillSettings
+    from yolo_compress.prune import TARGET_KEYS, PruneSettings
+    from yolo_compress.sparse import SparseSettings
+
     _training(sub, "train", "train or fine-tune, keeping the model's exact architecture")
     p = _training(sub, "sparse", "sparse training: free the channels a pruning target removes", SparseSettings)
     PruneSettings.add_arguments(p, only=TARGET_KEYS)
     DistillSettings.add_arguments(p)  # with --sparse-distill
     p = _training(sub, "distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", DistillSettings)
     p.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
-
     p = sub.add_parser("prune", help="DepGraph channel pruning, head kept")
     _model_args(p)
     p.add_argument("--save", default="weights/prune.pt", help="output .pt (default weights/prune.pt)")
     PruneSettings.add_arguments(p)
+
+
+def _add_deploy(sub: Any) -> None:
+    from yolo_compress.deploy.settings import FORMATS, QuantizeSettings
 
     p = sub.add_parser("compare", help="params, GFLOPs, accuracy and latency of several checkpoints")
     p.add_argument("weights", nargs="+", help=".pt files, reference first")
     p.add_argument("--data")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png (default weights)")
-
     p = sub.add_parser("export", help="export a checkpoint next to it")
     _model_args(p)
-    p.add_argument("--format", default="onnx", choices=tuple(FORMATS))
-
+    p.add_argument("--format", default="onnx", choices=FORMATS)
     p = sub.add_parser("quantize", help="INT8 ONNX model of a checkpoint (exported first when needed)")
     _model_args(p)
     p.add_argument("--format", default="onnx", help="only onnx is supported")
-    QuantizeSettings.add_arguments(p)
+    QuantizeSettings.add_arguments(p, only=[k for k in QuantizeSettings.field_names() if k != "quantize"])
 
+
+def _add_relations(sub: Any) -> None:
     p = sub.add_parser("predict", help="detect, infer parent boxes, draw them")
     _model_args(p)
     p.add_argument("--source", required=True, help="image file or folder")
     p.add_argument("--save-dir", default="runs/predict", help="where the drawings go (default runs/predict)")
     p.add_argument("--conf", type=float, default=0.25)
-
     p = sub.add_parser("evaluate", help="relation precision/recall/F1 against parent labels")
     _model_args(p)
     p.add_argument("--iou", type=float, default=0.5)
+
+
+def _add_run(sub: Any, stages: tuple[type[Stage], ...]) -> None:
+    from yolo_compress.config import settings_classes, stage_keys
+    from yolo_compress.stage import RunSettings
 
     p = sub.add_parser("run", help="the whole pipeline; with no arguments, the built-in demo")
     p.add_argument("--config", help="YAML file of pipeline settings (see README: configuration)")
@@ -144,7 +157,6 @@ def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.Argume
     p.add_argument("--force", choices=[s.name for s in stages], help="redo this stage and all after it")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set zero_at=0.3 --set 'train_args={lr0: 0.005}'")
-    return parser
 
 
 def _stage_kwargs(a: argparse.Namespace, settings: type | None = None) -> dict[str, Any]:
@@ -227,7 +239,7 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
     elif a.command == "quantize":
         from yolo_compress.deploy.settings import QuantizeSettings
 
-        given = {k: getattr(a, k) for k in QuantizeSettings.field_names() if getattr(a, k) is not None}
+        given = {k: getattr(a, k) for k in QuantizeSettings.field_names() if getattr(a, k, None) is not None}
         print(pm.quantize(format=a.format, **given))
     elif a.command == "predict":
         results = pm.predict(a.source, save_dir=a.save_dir, conf=a.conf)
@@ -242,7 +254,10 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
 
 def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = None) -> int:
     """Entry point of the ``yolo-compress`` console script (``stages``: the pipeline's, unless a test gives others)."""
+    from yolo_compress.patches import runtime
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: the one error line
+    runtime.apply()
     command = None
     try:
         args = build_parser(stages).parse_args(argv)

@@ -75,17 +75,32 @@ def _detection_yaml(path: Path) -> Dataset:
     if missing:
         raise CompressError(f"{path} lacks key(s) {missing}; a YOLO data yaml needs 'train', 'val' and 'names'")
     names = _names(spec["names"], path)
-    root = Path(spec.get("path") or path.parent)
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
     for split in ("train", "val"):
-        entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
-        images = [img for e in entries for img in _list_images(root / e)]
+        entries = split_entries(path, spec, split)
+        images = [img for e in entries for img in _list_images(e)]
         if not images:
-            raise CompressError(f"{path}: no images found for split {split!r} under {[str(root / e) for e in entries]}")
+            raise CompressError(f"{path}: no images found for split {split!r} under {[str(e) for e in entries]}")
         _check_labels(images, len(names), split, path)
     imgsz = int(spec.get("imgsz") or DEFAULT_IMGSZ["detect"])
     return Dataset(path.resolve(), "detect", names, imgsz)
+
+
+def split_entries(yaml_path: Path, spec: dict, split: str) -> list[Path]:
+    """The folders (or image-list files) of ``split`` in a data yaml, resolved as Ultralytics resolves them:
+    relative to ``path:``, which is itself relative to the yaml's folder (default: that folder)."""
+    root = Path(spec.get("path") or yaml_path.parent)
+    if not root.is_absolute():
+        root = (yaml_path.parent / root).resolve()
+    entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
+    return [root / e for e in entries]
+
+
+def split_images(data: Dataset, split: str) -> list[Path]:
+    """The image files of a split of a checked dataset (detection yaml or ImageFolder), sorted."""
+    if data.task == "classify":
+        return _list_images(data.path / split)
+    spec = yaml.safe_load(data.path.read_text())
+    return sorted(img for e in split_entries(data.path, spec, split) for img in _list_images(e))
 
 
 def _names(raw: object, path: Path) -> dict[int, str]:

@@ -56,6 +56,21 @@ def check_task(model: nn.Module, what: str = "model") -> str:
     return task
 
 
+def freeze_(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode with every parameter frozen (a teacher); returns it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_class_count(model: nn.Module, nc: int, what: str, fix: str) -> None:
+    """Raises: CompressError naming ``what``, both counts and ``fix`` when ``model`` does not predict ``nc`` classes."""
+    found = class_count(model)
+    if found != nc:
+        raise CompressError(f"{what} predicts {found} classes but the dataset has {nc}; {fix}")
+
+
 def class_count(model: nn.Module) -> int:
     """Number of classes the model's head predicts."""
     head = model.model[-1]

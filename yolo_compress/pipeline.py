@@ -54,7 +54,9 @@ class CompressionPipeline:
 
     def __init__(self, config: PipelineConfig, stages: Sequence[type[Stage]] = STAGES) -> None:
         from yolo_compress.data import SHIPPED_BASELINE
+        from yolo_compress.patches import runtime
 
+        runtime.apply()
         if config.run.weights is None and config.run.data is None and SHIPPED_BASELINE.is_file():
             LOGGER.info("baseline: the shipped %s, trained on the built-in data", SHIPPED_BASELINE)
             config = replace(config, run=replace(config.run, weights=str(SHIPPED_BASELINE)))
@@ -67,11 +69,7 @@ class CompressionPipeline:
         else:
             check_classes(model, data, f"--weights {run.weights}")
         self.names = [cls.name for cls in stages]
-        ctx = RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz)
-        running = [cls(ctx) for cls in stages]
-        running = [s for s in running if s.enabled()]
-        chain = lineage(running)
-        self.ctx = replace(ctx, segments=plan_segments(running, config), final=chain[-1].name if chain else "")
+        self.ctx = planned(RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz), stages)
         self.stages = [cls(self.ctx) for cls in stages]
         self._check_overwrites()
         for stage in self.enabled():
@@ -133,6 +131,17 @@ class CompressionPipeline:
         if "compare" in self.manifest.stages:
             result.rows = self.manifest.stages["compare"].get("rows", [])
         return result
+
+
+def planned(ctx: RunContext, stages: Sequence[type[Stage]] = STAGES) -> RunContext:
+    """``ctx`` with what follows from the running stages: the budget's split and the stage of the final weights.
+
+    Raises:
+        CompressError: a budget too small for the stages that share it.
+    """
+    running = [s for s in (cls(ctx) for cls in stages) if s.enabled()]
+    chain = lineage(running)
+    return replace(ctx, segments=plan_segments(running, ctx.config), final=chain[-1].name if chain else "")
 
 
 def _data_digest(path: Path) -> str:

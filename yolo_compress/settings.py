@@ -123,15 +123,6 @@ class Settings:
                                 choices=meta.get("choices") or None, metavar=meta.get("metavar"))
 
 
-# keys of yolo-compress 0.1 whose meaning changed: an error names the replacement instead of a near miss
-RENAMED = {
-    "sr": "shrink (now the total pull on each BatchNorm scale over the stage, e.g. 0.5)",
-    "sr_final": "shrink (the pull is spread evenly over the stage)",
-    "loss_type": "loss",
-    "distill_loss": "loss",
-}
-
-
 def check_known(values: Iterable[str], known: list[str], what: str = "key") -> None:
     """Reject names that are not in ``known``, suggesting the closest.
 
@@ -139,8 +130,6 @@ def check_known(values: Iterable[str], known: list[str], what: str = "key") -> N
         CompressError: the first unknown name, with a suggestion.
     """
     for key in values:
-        if key in RENAMED and key not in known:
-            raise CompressError(f"{what} {key!r} was replaced by {RENAMED[key]}")
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known {what}s: {', '.join(known)}"

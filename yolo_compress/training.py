@@ -27,7 +27,7 @@ from torch import nn
 from yolo_compress.checkpoint import checkpoint_is_complete, load_model, save_checkpoint
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
-from yolo_compress.models import class_count
+from yolo_compress.models import check_class_count
 
 LOGGER = logging.getLogger(__name__)
 # set by yolo-compress from the dataset and the output path; a user value would be ignored or break the run folder
@@ -85,7 +85,7 @@ def output_path(save: str | Path, inputs: tuple[Path | None, ...] = (), flag: st
     return out
 
 
-def check_train_args(args: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
+def check_train_args(args: dict[str, Any], hints: tuple[str, ...] = ()) -> None:
     """Reject Ultralytics training settings that are unknown or of the wrong type before anything runs.
 
     Raises:
@@ -95,17 +95,15 @@ def check_train_args(args: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
     from ultralytics.cfg import get_cfg
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    from yolo_compress.settings import RENAMED
-
-    known = [*DEFAULT_CFG_DICT, "augmentations", *extra]
+    known = [*DEFAULT_CFG_DICT, "augmentations"]
     for key in args:
-        if key in RENAMED:
-            raise CompressError(f"{key!r} was replaced by {RENAMED[key]}")
         if key in RESERVED:
             raise CompressError(f"{key!r} is set by yolo-compress (from the dataset, --imgsz and the output path); "
                                 "drop it")
+        if key in hints:
+            raise CompressError(f"{key!r} is a setting of another stage, not of this one; drop it")
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=2)
+            close = difflib.get_close_matches(key, [*known, *hints], n=2)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise CompressError(f"{key!r} is not an Ultralytics training setting{hint}")
     try:
@@ -150,10 +148,8 @@ def checkpoint_state(path: Path) -> str:
 
 def check_classes(model: nn.Module, data: Dataset, what: str = "model") -> None:
     """Raises: CompressError when the model predicts another number of classes than the dataset has."""
-    nc = class_count(model)
-    if nc != data.nc:
-        raise CompressError(f"{what} predicts {nc} classes but dataset {data.path} has {data.nc}; pass the dataset "
-                            "the model was trained on, or train a new baseline from a yaml")
+    check_class_count(model, data.nc, what, f"pass the dataset the model was trained on ({data.path} is not), or "
+                      "train a new baseline from a yaml")
 
 
 def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[str, Any], resume: bool = False,

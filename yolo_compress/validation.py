@@ -11,8 +11,6 @@ from torch import nn
 from yolo_compress.checkpoint import save_checkpoint
 from yolo_compress.dataset import Dataset
 
-METRICS = {"detect": ("mAP50", "mAP50-95", "precision", "recall"), "classify": ("top1", "top5")}
-
 
 def validate(weights: nn.Module | str | Path, data: Dataset, imgsz: int, **kwargs: Any) -> dict[str, float]:
     """Validate in float32 on the ``val`` split: mAP50, mAP50-95, precision, recall (detect) or top1, top5 (classify).

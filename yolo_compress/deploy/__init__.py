@@ -1,1 +1,1 @@
-"""Stage 6, deployment: export of the final weights (ONNX, TorchScript)."""
+"""The `export` and `quantize` stages: the final weights as ONNX / TorchScript, and as an INT8 ONNX model."""

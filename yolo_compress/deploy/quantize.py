@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_compress.dataset import IMAGE_SUFFIXES, Dataset
+from yolo_compress.dataset import Dataset, split_images
 from yolo_compress.deploy.settings import MODES
 from yolo_compress.errors import CompressError
 
@@ -45,20 +45,10 @@ def calibration_images(data: Dataset, count: int) -> list[Path]:
     Raises:
         CompressError: the split has no images.
     """
-    import yaml
-
-    if data.task == "classify":
-        folder = [data.path / "train"]
-    else:
-        spec = yaml.safe_load(data.path.read_text())
-        root = Path(spec.get("path") or data.path.parent)
-        root = root if root.is_absolute() else data.path.parent / root
-        entries = spec["train"] if isinstance(spec["train"], list) else [spec["train"]]
-        folder = [root / e for e in entries]
-    images = sorted(p for f in folder if f.is_dir() for p in f.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = split_images(data, "train")
     if not images:
-        raise CompressError(f"no calibration images in {[str(f) for f in folder]}; static INT8 quantization needs "
-                            "the train split's images (or use --quantize-mode dynamic)")
+        raise CompressError(f"no calibration images in the train split of {data.path}; static INT8 quantization "
+                            "needs them (or use --quantize-mode dynamic)")
     step = max(len(images) // count, 1)
     return images[::step][:count]
 

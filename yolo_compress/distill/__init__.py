@@ -1,4 +1,4 @@
-"""Stage 4, distillation: settings, feature recorder, connectors, pure losses, the method table and the composer.
+"""The `distill` stage: settings, teacher, feature recorder, connectors, pure losses, the method table, the composer.
 
 The trainer that uses them is ``patches.distill``.
 """

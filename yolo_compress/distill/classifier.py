@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolo_compress.errors import CompressError
+from yolo_compress.models import freeze_
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,9 +31,7 @@ class ClassifierTeacher(nn.Module):
 
     def __init__(self, model: nn.Module, input: str = "same", imgsz: int | None = None) -> None:
         super().__init__()
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = freeze_(model)
         self.imagenet = input == "imagenet"
         self.imgsz = imgsz
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

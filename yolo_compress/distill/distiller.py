@@ -16,6 +16,7 @@ from yolo_compress.distill.methods import FEATURE_METHODS
 from yolo_compress.distill.recorder import FeatureRecorder
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
+from yolo_compress.models import freeze_
 
 HOOK_ATTR = "cv2"  # C2f and its chunk-free twin both end in ``cv2``; matched by name, not by class
 
@@ -192,14 +193,6 @@ class Distiller(nn.Module):
                     head_s["scores"].float(), head_t["scores"].float(), head_s["boxes"].float(), head_t["boxes"].float()
                 )
         return losses
-
-
-def freeze_(model: nn.Module) -> nn.Module:
-    """Put ``model`` in eval mode with every parameter frozen; returns it."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ class DistillSettings(Settings):
     def use_kd(self) -> bool:
         return (self.loss or DEFAULT_LOSS).endswith("kd")
 
-    def factor(self, progress: float) -> float:
+    def weight_at(self, progress: float) -> float:
         """Weight factor at ``progress`` (share of the run done, in [0, 1])."""
         progress = min(max(progress, 0.0), 1.0)
         if progress < self.distill_warmup:

@@ -21,17 +21,10 @@ def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings,
     Raises:
         CompressError: what is wrong with it, and what to pass instead.
     """
-    from yolo_compress.patches.distill import check_teacher_path, load_teacher
+    from yolo_compress.distill.teacher import check_teacher_path, load_teacher
 
-    path = check_teacher_path(teacher)
-    settings = settings.for_task(data.task)
-    if data.task == "classify":
-        from yolo_compress.distill.classifier import load_classifier_teacher
-
-        load_classifier_teacher(path, data.nc, imgsz, settings.teacher_input, settings.teacher_imgsz)
-    else:
-        load_teacher(path, data.nc, settings)
-    return path
+    load_teacher(teacher, data.task, data.nc, settings, imgsz)
+    return check_teacher_path(teacher)
 
 
 def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, settings: DistillSettings,

@@ -1,1 +1,1 @@
-"""Stages 0 and 3: training with the architecture kept (baseline, fine-tuning). The trainer is ``patches.trainers``."""
+"""The `baseline` and `finetune` stages: training with the architecture kept. The trainer is ``patches.trainers``."""

@@ -1,4 +1,4 @@
-"""Stage 2, channel pruning: settings, the exact C2f swap, the criteria table and the DepGraph pruner."""
+"""The `prune` stage: settings, the exact C2f swap, the criteria table and the DepGraph pruner."""
 
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
 from yolo_compress.prune.pruner import PruneResult, plan_channels, prune_model

@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_task, gflops, head_module_ids, head_types, param_count
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
-from yolo_compress.prune.importance import importance_and_pruner
+from yolo_compress.prune.importance import importance
 from yolo_compress.prune.settings import PruneSettings
 
 LOGGER = logging.getLogger(__name__)
@@ -171,51 +172,13 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     t0 = time.perf_counter()
     model = deepcopy(model).float()
     inputs = _trace_input(model, imgsz)
-    imp, pruner_cls = importance_and_pruner(settings.importance)
     schedule = _ratio_schedule(settings, iterative_steps)
-    top, target = schedule[-1], settings.target_speed_up
-
     params_before, gflops_before = param_count(model), gflops(model, imgsz)
     channels_before = _prunable_channels(model)
     swap_c2f_(model)
-    for p in model.parameters():
-        p.requires_grad_(True)  # a frozen graph traces to nothing
-    heads = [m for m in model.modules() if isinstance(m, head_types())]  # their submodules follow
-    with torch.enable_grad():
-        pruner = pruner_cls(
-            model, inputs, importance=imp, global_pruning=settings.global_pruning, pruning_ratio=top,
-            max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=len(schedule) - 1, ignored_layers=heads,
-            round_to=settings.round_to, iterative_pruning_ratio_scheduler=lambda r, _n: [r * x / top for x in schedule],
-            # fresh dicts: Torch-Pruning fills these defaults in place, sharing them across pruners
-            in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
-        )
-    if pruner.initial_total_channels == 0:
-        raise CompressError("the model has no prunable channels outside its head; pass a YOLOv8 detector or "
-                            "classifier (backbone of Conv/C2f/SPPF layers)")
-
-    done, flops, params = 0, gflops_before, param_count(model)
-    for _ in range(len(schedule) - 1):
-        pruner.step()
-        done += 1
-        if target is not None and param_count(model) != params:  # unchanged widths: skip the count
-            flops, params = gflops(model, imgsz), param_count(model)
-            LOGGER.debug("step %d, ratio %.3f: %.3f GFLOPs (%.2fx)", done, schedule[done], flops, gflops_before / flops)
-            if gflops_before / flops >= target:
-                break
-    if target is None:
-        flops = gflops(model, imgsz)
-    elif gflops_before / flops < target:
-        hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
-        raise CompressError(f"speed_up={target} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} of every "
-                            f"group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
-
-    from ultralytics.nn.modules.block import DFL
-
-    for m in model.modules():
-        if isinstance(m, DFL):
-            m.requires_grad_(False)  # as Ultralytics builds it: fixed projection
-    _refresh_layer_attrs(model)
-    model.eval()
+    pruner = _build_pruner(model, inputs, settings, schedule)
+    done, flops = _step_to_target(pruner, model, imgsz, settings, schedule, gflops_before)
+    _finish_(model)
     result = PruneResult(
         params_before=params_before, params_after=param_count(model), gflops_before=gflops_before,
         gflops_after=flops, imgsz=imgsz, seconds=time.perf_counter() - t0, steps=done,
@@ -227,6 +190,69 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
                 settings.importance, scope, 100 * result.channels_removed,
                 result.params_before, result.params_after, gflops_before, flops, result.speed_up, result.seconds)
     return model, result
+
+
+def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSettings,
+                  schedule: list[float]) -> tp.pruner.BasePruner:
+    """Torch-Pruning's pruner over ``model`` (heads ignored), stepping through the cumulative ``schedule``.
+
+    Raises:
+        CompressError: nothing prunable outside the head.
+    """
+    for p in model.parameters():
+        p.requires_grad_(True)  # a frozen graph traces to nothing
+    heads = [m for m in model.modules() if isinstance(m, head_types())]  # their submodules follow
+    top = schedule[-1]
+    with torch.enable_grad():
+        pruner = tp.pruner.BasePruner(
+            model, inputs, importance=importance(settings.importance), global_pruning=settings.global_pruning,
+            pruning_ratio=top, max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=len(schedule) - 1,
+            ignored_layers=heads, round_to=settings.round_to,
+            iterative_pruning_ratio_scheduler=lambda r, _n: [r * x / top for x in schedule],
+            # fresh dicts: Torch-Pruning fills these defaults in place, sharing them across pruners
+            in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
+        )
+    if pruner.initial_total_channels == 0:
+        raise CompressError("the model has no prunable channels outside its head; pass a YOLOv8 detector or "
+                            "classifier (backbone of Conv/C2f/SPPF layers)")
+    return pruner
+
+
+def _step_to_target(pruner: tp.pruner.BasePruner, model: nn.Module, imgsz: int, settings: PruneSettings,
+                    schedule: list[float], gflops_before: float) -> tuple[int, float]:
+    """Step until the speed-up target is met (or through the whole ``factor`` schedule); steps done and GFLOPs.
+
+    Raises:
+        CompressError: the speed-up is not reached with up to 90% of every group's channels removed.
+    """
+    target = settings.target_speed_up
+    done, flops, params = 0, gflops_before, param_count(model)
+    for _ in range(len(schedule) - 1):
+        pruner.step()
+        done += 1
+        if target is not None and param_count(model) != params:  # unchanged widths: skip the count
+            flops, params = gflops(model, imgsz), param_count(model)
+            LOGGER.debug("step %d, ratio %.3f: %.3f GFLOPs (%.2fx)", done, schedule[done], flops, gflops_before / flops)
+            if gflops_before / flops >= target:
+                break
+    if target is None:
+        return done, gflops(model, imgsz)
+    if gflops_before / flops < target:
+        hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
+        raise CompressError(f"speed_up={target} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} of every "
+                            f"group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
+    return done, flops
+
+
+def _finish_(model: nn.Module) -> None:
+    """The pruned model as Ultralytics builds one: DFL projection frozen, layer bookkeeping current, eval mode."""
+    from ultralytics.nn.modules.block import DFL
+
+    for m in model.modules():
+        if isinstance(m, DFL):
+            m.requires_grad_(False)  # as Ultralytics builds it: fixed projection
+    _refresh_layer_attrs(model)
+    model.eval()
 
 
 def plan_channels(model: nn.Module, imgsz: int, settings: PruneSettings) -> tuple[dict[str, list[int]], PruneResult]:

@@ -1,4 +1,4 @@
-"""Stage 5, the comparison report: measure every stage's weights the same way, render table and plot."""
+"""The `compare` stage: measure every stage's weights the same way (accuracy, size, latency), render table and plot."""
 
 from yolo_compress.report.compare import Row, compare
 from yolo_compress.report.measure import measure_latency

@@ -1,4 +1,4 @@
-"""Stage 1, sparse training (network slimming): settings and maths. The trainer is ``patches.sparse``."""
+"""The `sparse` stage (network slimming): settings and maths. The trainer is ``patches.sparse``."""
 
 from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.sparse.slimming import (

@@ -15,7 +15,7 @@ class MGDLoss(nn.Module):
 
     ``G`` is the generator's output from the masked, aligned student feature and ``T`` the teacher feature. The random
     mask and the generator are trainable or stochastic parts and live in the connector
-    (:class:`yolo_compress.distill.adapters.MGDConnector`); this module is only the distance.
+    (:class:`yolo_compress.distill.connectors.MGDConnector`); this module is only the distance.
 
     Shapes: ``feat_g`` and ``feat_t`` are (N, C, H, W) and must match. Reduction: squared error summed over all
     elements, divided by the batch size N; returns a scalar. The teacher is detached.

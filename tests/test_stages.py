@@ -1,0 +1,162 @@
+"""One declaration per stage: config keys, CLI flags and the manifest follow the stage list; the training budget is
+split over the final weights' lineage (a switched-off stage hands its epochs on); importing changes nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from yolo_compress import CompressError
+from yolo_compress.budget import budget_used
+from yolo_compress.checkpoint import atomic_write_bytes
+from yolo_compress.cli import build_parser, main
+from yolo_compress.config import config_keys, load_config
+from yolo_compress.finetune.stage import BaselineStage
+from yolo_compress.pipeline import planned
+from yolo_compress.prune.stage import PruneStage
+from yolo_compress.settings import Settings, positive, setting
+from yolo_compress.stage import RunContext, Segment, Stage, schedule_segment
+from yolo_compress.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class PolishSettings(Settings):
+    """Settings of a stage that exists only in this test."""
+
+    polish_strength: float = setting(0.5, "how hard to polish", check=positive, must="> 0")
+
+
+class PolishStage(Stage):
+    """Copy the pruned weights, recording the strength it was given."""
+
+    name = "polish"
+    settings_cls = PolishSettings
+    switch = True
+    makes_weights = True
+    follows = ("prune",)
+
+    def sources(self, done: dict[str, Path]) -> dict[str, Path]:
+        return {"weights": done["prune"]}
+
+    def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        atomic_write_bytes(self.outputs()["weights"], sources["weights"].read_bytes())
+        return {"strength": self.config.settings_of(PolishSettings).polish_strength}
+
+
+LOCAL_STAGES = (BaselineStage, PruneStage, PolishStage)
+
+
+def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path):
+    assert {"polish", "polish_strength"} <= set(config_keys(LOCAL_STAGES))
+    assert "polish" not in config_keys()  # the real list is untouched
+    cfg = load_config(stages=LOCAL_STAGES, polish_strength=0.9)
+    assert cfg.settings_of(PolishSettings).polish_strength == 0.9 and cfg.is_on("polish")
+    with pytest.raises(CompressError, match="polish_strength=-1.0: must be > 0"):
+        load_config(stages=LOCAL_STAGES, polish_strength=-1.0)
+    ns = build_parser(LOCAL_STAGES).parse_args(["run", "--polish-strength", "0.7", "--no-polish"])
+    assert ns.polish_strength == 0.7 and ns.polish is False
+
+    from yolo_compress.checkpoint import save_checkpoint
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.models import build_from_yaml
+
+    data, weights = resolve_data(tiny_yaml), tmp_path / "base.pt"
+    save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), weights)
+    out = tmp_path / "out"
+    code = main(["run", "--weights", str(weights), "--data", str(tiny_yaml), "--imgsz", "64", "--out", str(out),
+                 "--factor", "0.3", "--polish-strength", "0.7"], stages=LOCAL_STAGES)
+    assert code == 0
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert list(stages) == ["baseline", "prune", "polish"]
+    assert stages["polish"]["settings"]["polish_strength"] == 0.7 and stages["polish"]["strength"] == 0.7
+    assert (out / "polish.pt").read_bytes() == (out / "prune.pt").read_bytes()
+
+
+def _plan(**keys: Any) -> tuple[dict[str, Segment], dict[str, int]]:
+    ctx = planned(RunContext(config=load_config(**keys), out=Path("unused"), data=None, imgsz=64))
+    running = [s for s in (cls(ctx) for cls in STAGES) if s.enabled()]  # planning reads the config only
+    return ctx.segments, budget_used(ctx.segments, running)
+
+
+def test_budget_goes_to_the_stages_that_make_the_final_weights():
+    segments, used = _plan()
+    assert used == {"sparse": 10, "distill": 10}
+    assert segments["sparse"] == Segment(0, 10, 20) and segments["distill"] == Segment(10, 10, 20)
+    assert segments["finetune"] == segments["distill"]  # the reference runs where distillation runs
+    assert segments["baseline"] == Segment(0, 25, 25)  # outside the budget
+    assert _plan(sparse=False)[1] == {"distill": 20}  # the switched-off stage's epochs go on
+    assert _plan(distill=False)[1] == {"sparse": 10, "finetune": 10}
+    assert _plan(distill_from="finetune")[1] == {"sparse": 7, "finetune": 7, "distill": 6}
+    assert _plan(sparse_epochs=5, budget=30)[1] == {"sparse": 5, "distill": 25}
+    assert _plan(epochs=3)[1] == {"sparse": 3, "distill": 3} and _plan(epochs=3)[0]["baseline"].epochs == 3
+    with pytest.raises(CompressError, match="budget 12 leaves 0 epochs for 1 stages"):
+        _plan(budget=12, sparse_epochs=12)
+
+
+def test_one_schedule_over_the_budget():
+    first, second = schedule_segment(Segment(0, 10, 20), {}), schedule_segment(Segment(10, 10, 20), {})
+    assert first == {"schedule_start": 0, "schedule_epochs": 20, "close_mosaic": 0}  # mosaic on, warm-up kept
+    assert second == {"schedule_start": 10, "schedule_epochs": 20, "close_mosaic": 10, "warmup_epochs": 0}
+    assert schedule_segment(Segment(0, 15, 20), {"close_mosaic": 8})["close_mosaic"] == 3
+
+    from yolo_compress.patches.trainers import ModuleKeepingTrainer
+
+    whole = [max(1 - x / 20, 0) * 0.99 + 0.01 for x in range(20)]  # Ultralytics' linear schedule, lrf 0.01
+    rates = []
+    for start in (0, 10):
+        trainer = ModuleKeepingTrainer.__new__(ModuleKeepingTrainer)
+        trainer.args = SimpleNamespace(cos_lr=False, lrf=0.01, schedule_start=start, schedule_epochs=20)
+        trainer.epochs = 10
+        trainer.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        trainer._setup_scheduler()
+        rates += [trainer.lf(x) for x in range(10)]
+    assert rates == pytest.approx(whole)  # two segments decay as one run would
+
+
+def _accuracy_benchmark():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("budget", [20, 40])
+def test_benchmark_recipes_spend_exactly_the_budget(budget):
+    bench = _accuracy_benchmark()
+    for recipe, (_, keys) in bench.RECIPES.items():
+        config = bench.recipe_config(keys, budget, 2.0, 0, Path("b.pt"), Path("d.yaml"), Path("o"), {})
+        spent = _plan(**config)[1]
+        bench.check_budget(spent, budget, recipe)  # raises if not
+        assert sum(spent.values()) == budget, recipe
+
+
+def test_benchmark_refuses_a_recipe_off_budget():
+    bench = _accuracy_benchmark()
+    config = bench.recipe_config({"sparse_epochs": 15, "distill_epochs": 10}, 20, 2.0, 0, Path("b.pt"),
+                                 Path("d.yaml"), Path("o"), {})
+    spent = _plan(**config)[1]
+    assert spent == {"sparse": 15, "distill": 10}
+    with pytest.raises(SystemExit, match="trains .* = 25 epochs, not the budget 20"):
+        bench.check_budget(spent, 20, "too_long")
+    with pytest.raises(SystemExit, match="= 15 epochs, not the budget 20"):
+        bench.check_budget({"finetune": 15}, 20, "too_short")
+
+
+def test_import_changes_nothing_in_the_process():
+    script = ("import os, torch; env = dict(os.environ); n = torch.get_num_threads(); import yolo_compress, sys; "
+              "print(env == dict(os.environ), n == torch.get_num_threads(), 'ultralytics' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("YOLO")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True", "False"]
