@@ -1,6 +1,7 @@
 """Built-in synthetic datasets, generated on demand under ``data/`` (git-ignored), installed as ``yolo_compress.data``.
 
 * ``shapes`` (detection): filled shapes on cluttered backgrounds, the default demo and benchmark data.
+* ``clutter`` (detection): ten look-alike classes, small overlapping objects among clutter: where capacity matters.
 * ``diagram`` (detection + parent labels): nested boxes, for the relations feature.
 * ``classify`` (ImageFolder): which of six shapes is the large one, for classifiers.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolo_compress.data.classify import ensure_classify_dataset, make_classify_dataset
+from yolo_compress.data.clutter import make_clutter_dataset
 from yolo_compress.data.diagram import make_diagram_dataset
 from yolo_compress.data.synthetic import ensure_shapes_dataset, make_shapes_dataset
 
-GENERATORS = {"shapes": make_shapes_dataset, "diagram": make_diagram_dataset, "classify": make_classify_dataset}
+GENERATORS = {"shapes": make_shapes_dataset, "clutter": make_clutter_dataset, "diagram": make_diagram_dataset,
+              "classify": make_classify_dataset}
 # a YOLOv8n trained on the built-in shapes set until its mAP stopped rising (the README gives the command), shipped
 # so the demo spends its minutes on compression; present in a source checkout
 SHIPPED_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov8n.pt"

@@ -12,6 +12,11 @@ Ultralytics and torch itself). Everything here changes process state, not Ultral
   (a user-set value is kept).
 * A local TrueType font is placed where ``ultralytics.utils.checks.check_font`` looks first
   (``USER_CONFIG_DIR/Arial.ttf``), so it never sends its HEAD request to github.com.
+* ``ORT_DISABLE_TELEMETRY=1``: ONNX Runtime's 1DS telemetry (read when ONNX Runtime is imported) otherwise looks
+  up ``mobile.events.data.microsoft.com`` and keeps an event store under ``~/.cache/Microsoft``;
+  ``disable_telemetry_events()`` does not stop either (measured with strace, ONNX Runtime 1.32).
+* ``MPLCONFIGDIR`` defaults to that config dir too, so matplotlib (imported by Ultralytics) writes its font cache
+  there, not under ``~/.config`` / ``~/.cache``.
 * :func:`check_version` warns when the installed Ultralytics is outside the range the seam was checked on.
 * ``ultralytics.utils.torch_utils.NUM_THREADS`` (read by ``select_device``, which calls
   ``torch.set_num_threads(NUM_THREADS)`` on CPU) is raised from ``cpu_count - 1`` to all cores.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -46,6 +52,11 @@ def set_offline_env() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ["YOLO_AUTOINSTALL"] = "0"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(default_config_dir()))
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(os.environ["YOLO_CONFIG_DIR"]) / "matplotlib"))
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    if "onnxruntime" in sys.modules:
+        LOGGER.warning("onnxruntime was imported before yolo-compress started: set ORT_DISABLE_TELEMETRY=1 before "
+                       "importing it to keep its telemetry off")
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 

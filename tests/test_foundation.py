@@ -118,19 +118,31 @@ NETWORK_PROBE = textwrap.dedent(
     pm.val()
     from ultralytics import YOLO
     YOLO("weights/net.pt").predict(sys.argv[2], imgsz=64, verbose=False)
+    pm.sparse_train(save_dir="weights/sparse.pt", epochs=1, batch=8, factor=0.5)
     pm.prune(save_dir="weights/prune.pt", factor=0.5)
     pm.distill("weights/net.pt", save_dir="weights/distill.pt", epochs=1, batch=8)
     pm.export(format="onnx")
-    assert main(["compare", "weights/net.pt", "weights/distill.pt", "--data", sys.argv[1], "--out", "report"]) == 0
+    pm.quantize()
+    assert main(["compare", "weights/net.pt", "weights/distill.pt", "weights/distill.onnx", "weights/distill-int8.onnx",
+                 "--data", sys.argv[1], "--out", "report"]) == 0
     print("EVENTS", events)
     """
 )
 
 
+def _network_syscalls(trace: Path) -> list[str]:
+    """Connections and datagrams to IP addresses (DNS look-ups included) in an ``strace -f`` log."""
+    return [line for line in trace.read_text().splitlines()
+            if ("connect(" in line or "sendto(" in line or "sendmsg(" in line) and ("AF_INET" in line)]
+
+
 @pytest.mark.slow
 def test_every_stage_and_the_cli_make_no_network_calls(tiny_yaml, tmp_path):
-    """train, val, predict, prune, distill, export and the CLI's compare, with no YOLO_* variable set (the default
-    config dir, whose font may not exist yet): not one socket call."""
+    """train, val, predict, sparse training, prune, distill, export, INT8 quantize and the CLI's compare of .pt and
+    .onnx files, with no YOLO_* variable set (the default config dir, whose font may not exist yet) and a fresh
+    HOME: not one socket call from Python, not one IP connection or DNS query from native code (ONNX Runtime's
+    telemetry), nothing written under HOME."""
+    import shutil
     import tempfile
 
     from yolo_compress.patches.runtime import default_config_dir
@@ -138,14 +150,23 @@ def test_every_stage_and_the_cli_make_no_network_calls(tiny_yaml, tmp_path):
     images = Path(tiny_yaml).parent / "images" / "val"
     script = tmp_path / "probe.py"
     script.write_text(NETWORK_PROBE)
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("YOLO_")}
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("YOLO_", "XDG_"))}
     env["TMPDIR"] = str(tmp_path / "tmp")  # a fresh default config dir (under the temp folder): no font there yet
+    env["HOME"] = str(tmp_path / "home")
     (tmp_path / "tmp").mkdir()
-    proc = subprocess.run([sys.executable, str(script), str(tiny_yaml), str(images)], capture_output=True,
-                          text=True, cwd=tmp_path, env=env, timeout=900)
+    (tmp_path / "home").mkdir()
+    command = [sys.executable, str(script), str(tiny_yaml), str(images)]
+    strace = shutil.which("strace")
+    if strace:  # sees what native libraries send, which Python's audit hooks cannot
+        command = [strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(tmp_path / "net.trace"),
+                   *command]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("EVENTS")][-1]
     assert line == "EVENTS []", line
+    if strace:
+        assert _network_syscalls(tmp_path / "net.trace") == []
+    assert [p for p in (tmp_path / "home").rglob("*")] == []
     fresh = tmp_path / "tmp" / default_config_dir().relative_to(tempfile.gettempdir())
     assert (fresh / "Ultralytics" / "Arial.ttf").is_file() and (tmp_path / "report" / "compare.md").is_file()
 

@@ -215,5 +215,5 @@ def test_class_count_mismatch_is_caught_before_training(tiny_yaml, tmp_path):
 
     data = resolve_data(tiny_yaml)
     other = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", 2, {0: "a", 1: "b"}), tmp_path / "nc2.pt")
-    with pytest.raises(CompressError, match="predicts 2 classes but the dataset has 4; pass the dataset the model was trained on"):
+    with pytest.raises(CompressError, match="predicts 2 classes but the dataset has 4; pass the dataset the model"):
         PruneModel(other, data=data.path)

@@ -18,6 +18,7 @@ from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.dataset import resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
+from yolo_compress.preflight import check_disk, check_imgsz, check_save_dir, check_source, check_train_values
 from yolo_compress.settings import Settings
 from yolo_compress.training import check_classes, check_train_args, output_path, train_args
 from yolo_compress.validation import validate
@@ -52,6 +53,8 @@ class PruneModel:
         from yolo_compress.patches import runtime
 
         runtime.apply()
+        if imgsz is not None:
+            check_imgsz(imgsz)
         text = str(weights)
         self.weights: Path | None = None  # the file self.model was last loaded from or saved to
         if text.endswith((".yaml", ".yml")):
@@ -199,8 +202,9 @@ class PruneModel:
         """
         from yolo_compress.relations import predict_relations
 
-        if not Path(source).exists():
-            raise CompressError(f"source not found: {source}; pass an image file or a folder of images")
+        check_source(source)
+        if save:
+            check_save_dir(save_dir)
         kwargs.setdefault("imgsz", self.imgsz)
         with self._as_yolo() as yolo:
             return predict_relations(yolo, source, save_dir=save_dir if save else None, **kwargs)
@@ -229,8 +233,10 @@ class PruneModel:
         theirs left here belongs to a stage not in use; they are suggested for near misses); build the train
         arguments."""
         imgsz = kwargs.pop("imgsz", self.imgsz)
+        check_train_values({**kwargs, "imgsz": imgsz})
         check_train_args(kwargs, hints=tuple(k for cls in settings for k in cls.field_names()))
         out = output_path(save_dir, (self.weights, *extra_inputs))
+        check_disk(out.parent)
         return out, train_args(kwargs, self.data, imgsz, out)
 
     def _trained(self, fit: Any, out: Path) -> Path:

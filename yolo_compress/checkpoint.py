@@ -55,9 +55,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temp files an interrupted :func:`atomic_write_bytes` left in ``folder`` (``.<name>.*.tmp``)."""
+    """Delete temp files an interrupted run left in ``folder``: :func:`atomic_write_bytes`'s ``.<name>.*.tmp`` and a
+    training stage's starting checkpoint ``.<stem>.init.tmp.pt``."""
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
+    for tmp in [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".*.init.tmp.pt")]:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from yolo_compress.stage import Stage
 
 LOGGER = logging.getLogger("yolo_compress")
-DATA_KINDS = ("shapes", "diagram", "classify")
+DATA_KINDS = ("shapes", "clutter", "diagram", "classify")
 TRAINING_COMMANDS = ("train", "sparse", "distill")
 
 

@@ -8,6 +8,7 @@ of the task (generated under ``data/`` on first use).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def _detection_yaml(path: Path) -> Dataset:
     if missing:
         raise CompressError(f"{path} lacks key(s) {missing}; a YOLO data yaml needs 'train', 'val' and 'names'")
     names = _names(spec["names"], path)
+    if "nc" in spec and spec["nc"] != len(names):
+        raise CompressError(f"{path}: nc: {spec['nc']} but 'names' lists {len(names)} classes; make them agree "
+                            "(or drop nc)")
     for split in ("train", "val"):
         entries = split_entries(path, spec, split)
         images = [img for e in entries for img in _list_images(e)]
@@ -157,20 +161,26 @@ def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
         else:
             labelled += 1
     if bad_files:
-        LOGGER.warning("%s split %r: %d of %d images skipped (%d label rows with a class id outside 0..%d or "
-                       "malformed, e.g. %s: %r)", path.name, split, bad_files, len(images), bad_rows, nc - 1, *worst)
+        LOGGER.warning("%s split %r: %d of %d images skipped (%d label rows with a class id outside 0..%d, "
+                       "coordinates outside [0, 1] or a wrong column count, e.g. %s: %r)", path.name, split, bad_files,
+                       len(images), bad_rows, nc - 1, *worst)
     if labelled == 0:
-        reason = (f"all {bad_files} labelled images have rows with a class id outside 0..{nc - 1} or malformed, "
-                  f"e.g. {worst[0]}: {worst[1]!r}" if bad_files else "no label files found next to the images")
+        reason = (f"all {bad_files} labelled images have rows with a class id outside 0..{nc - 1}, coordinates "
+                  f"outside [0, 1] or a wrong column count, e.g. {worst[0]}: {worst[1]!r}" if bad_files
+                  else "no label files found next to the images")
         raise CompressError(f"{path}: split {split!r} has no usable labels ({reason}); fix the labels or 'names'")
 
 
 def _row_ok(row: list[str], nc: int) -> bool:
+    """A row Ultralytics keeps: a class id in ``0..nc-1``, then a box (4 values) or a polygon (3+ points), every
+    coordinate a finite number in [0, 1]."""
     try:
         values = [float(v) for v in row]
     except ValueError:
         return False
-    return len(values) >= 5 and values[0].is_integer() and 0 <= values[0] < nc
+    shape_ok = len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1)
+    coords_ok = all(math.isfinite(v) and 0 <= v <= 1 for v in values[1:])
+    return shape_ok and coords_ok and values[0].is_integer() and 0 <= values[0] < nc
 
 
 def _image_folder(root: Path) -> Dataset:
@@ -219,3 +229,21 @@ def _check_images(images: list[Path]) -> None:
                 im.verify()
         except Exception as e:  # PIL raises many types for a broken file
             raise CompressError(f"cannot read image {image} ({type(e).__name__}); delete or replace it") from e
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """SHA-256 of what training reads: the yaml (or folder) and the name, size and modification time of every image
+    and label file of the train and val splits, so a changed dataset reruns what depends on it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    if data.path.is_file():
+        digest.update(data.path.read_bytes())
+    for split in ("train", "val"):
+        images = split_images(data, split) if data.task == "classify" or data.path.is_file() else []
+        for image in images:
+            files = [image] if data.task == "classify" else [image, _label_file(image)]
+            for f in files:
+                stat = f.stat() if f.is_file() else None
+                digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else f"{f}:-\n".encode())
+    return digest.hexdigest()

@@ -10,25 +10,28 @@ run); ``force=STAGE`` redoes that stage and all after it. Every check that can f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from yolo_compress.budget import budget_used, lineage, plan_segments
 from yolo_compress.checkpoint import load_model, remove_stale_temps
-from yolo_compress.dataset import resolve_data
+from yolo_compress.dataset import data_fingerprint, resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.manifest import Manifest, file_record
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
+from yolo_compress.preflight import check_device, check_disk, check_imgsz, check_train_values
 from yolo_compress.stage import PipelineConfig, RunContext, Stage
 from yolo_compress.stages import STAGES
 from yolo_compress.training import check_classes, writable_dir
 
 LOGGER = logging.getLogger(__name__)
+LOCK_NAME = ".yolo-compress.lock"
 
 
 @dataclass
@@ -62,6 +65,9 @@ class CompressionPipeline:
             config = replace(config, run=replace(config.run, weights=str(SHIPPED_BASELINE)))
         run = config.run
         self.out = writable_dir(run.out)
+        check_device(run.device)
+        check_train_values(config.train_args)
+        check_disk(self.out)
         model = load_model(run.weights, "--weights") if run.weights is not None else None
         data = resolve_data(run.data, task_of(model) if model is not None else yaml_task(run.model))
         if model is None:
@@ -69,7 +75,8 @@ class CompressionPipeline:
         else:
             check_classes(model, data, f"--weights {run.weights}")
         self.names = [cls.name for cls in stages]
-        self.ctx = planned(RunContext(config=config, out=self.out, data=data, imgsz=run.imgsz or data.imgsz), stages)
+        imgsz = check_imgsz(run.imgsz or data.imgsz)
+        self.ctx = planned(RunContext(config=config, out=self.out, data=data, imgsz=imgsz), stages)
         self.stages = [cls(self.ctx) for cls in stages]
         self._check_overwrites()
         for stage in self.enabled():
@@ -97,8 +104,16 @@ class CompressionPipeline:
         return budget_used(self.ctx.segments, self.enabled())
 
     def run(self, force: str | None = None) -> PipelineResult:
-        """Run every enabled stage in order; ``force`` names a stage to redo together with all later ones."""
+        """Run every enabled stage in order; ``force`` names a stage to redo together with all later ones.
+
+        Raises:
+            CompressError: another run holds this output folder.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        with _locked(self.out):
+            return self._run(force)
+
+    def _run(self, force: str | None) -> PipelineResult:
         if force is not None:
             if force not in self.names:
                 raise CompressError(f"--force takes one of {', '.join(self.names)}, got {force!r}")
@@ -106,9 +121,10 @@ class CompressionPipeline:
         for tmp in remove_stale_temps(self.out):
             LOGGER.info("removed %s, left by an interrupted write", tmp.name)
         result = PipelineResult()
+        data = {"path": str(self.ctx.data.path), "sha256": data_fingerprint(self.ctx.data)}
         for stage in self.enabled():
             sources = {k: file_record(v) for k, v in stage.sources(result.weights).items()}
-            sources["data"] = {"path": str(self.ctx.data.path), "sha256": _data_digest(self.ctx.data.path)}
+            sources["data"] = data
             settings = json.loads(json.dumps(stage.settings(), default=str))  # as the manifest stores them
             if self.manifest.is_done(stage.name, sources, settings):
                 LOGGER.info("%s: up to date, skipped", stage.name)
@@ -144,11 +160,25 @@ def planned(ctx: RunContext, stages: Sequence[type[Stage]] = STAGES) -> RunConte
     return replace(ctx, segments=plan_segments(running, ctx.config), final=chain[-1].name if chain else "")
 
 
-def _data_digest(path: Path) -> str:
-    """Hash of the dataset description: the yaml file, or the sorted file list of a classification folder."""
-    import hashlib
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an OS lock on ``out`` (released when the process ends, so a killed run never blocks the next).
 
-    if path.is_file():
-        return file_record(path)["sha256"]
-    listing = "\n".join(f"{p.relative_to(path)}:{p.stat().st_size}" for p in sorted(path.rglob("*")) if p.is_file())
-    return hashlib.sha256(listing.encode()).hexdigest()
+    Raises:
+        CompressError: another process holds it.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; runs are not guarded
+        yield
+        return
+    with open(out / LOCK_NAME, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CompressError(f"another yolo-compress run is using {out} (it holds {out / LOCK_NAME}); wait for it "
+                                "to finish or pass another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

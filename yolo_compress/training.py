@@ -189,20 +189,43 @@ def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[st
         LOGGER.info("%s holds a finished run that was not saved yet; saving it", run_dir)
     else:
         if run_dir.exists():
+            check_run_dir_is_ours(run_dir)
             shutil.rmtree(run_dir)  # a previous run of this output: replaced, never resumed by mistake
-        with tempfile.TemporaryDirectory() as tmp:
-            yolo = YOLO(save_checkpoint(model, Path(tmp) / "init.pt"))
-            try:
-                yolo.train(trainer=trainer, **args)
-            except BaseException:
-                _drop_if_empty(run_dir)
-                raise
+        init = out.parent / f".{out.stem}.init.tmp.pt"  # next to the output: a kill leaves it where reruns clean
+        try:
+            yolo = YOLO(save_checkpoint(model, init))
+            yolo.train(trainer=trainer, **args)
+        except BaseException:
+            _drop_if_empty(run_dir)
+            raise
+        finally:
+            init.unlink(missing_ok=True)
     chosen = _pick(run_dir / "weights", take)
     trained = load_model(chosen)
     metrics = _metrics(run_dir, take, getattr(getattr(yolo, "trainer", None), "metrics", None))
     save_checkpoint(trained, out, train_metrics=metrics, source_run=str(run_dir))
     LOGGER.info("saved %s (from %s)", out, chosen)
     return Fit(trained, metrics, run_dir)
+
+
+RUN_FILES = {".yaml", ".csv", ".png", ".jpg"}  # what Ultralytics (and the sparse histogram) write in a run folder
+
+
+def check_run_dir_is_ours(run_dir: Path) -> None:
+    """Refuse to replace a run folder that holds anything Ultralytics and yolo-compress do not write there.
+
+    Raises:
+        CompressError: a foreign file or folder, named, with the way out.
+    """
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and entry.name == "weights":
+            ours = (".pt", ".pt.damaged", ".tmp")
+            foreign = [p for p in entry.iterdir() if not (p.is_file() and p.name.endswith(ours))]
+        else:
+            foreign = [] if entry.is_file() and entry.suffix in RUN_FILES else [entry]
+        if foreign:
+            raise CompressError(f"run folder {run_dir} holds {foreign[0]}, which is no training output; move it, or "
+                                "write the stage elsewhere (another --save or --out)")
 
 
 def _set_damaged_aside(run_dir: Path) -> str:

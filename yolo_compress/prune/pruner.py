@@ -26,6 +26,7 @@ from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_task, gflops, head_module_ids, head_types, param_count
+from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
 from yolo_compress.prune.importance import importance
 from yolo_compress.prune.settings import PruneSettings
@@ -166,6 +167,7 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
         2.3
     """
     check_task(model)
+    check_imgsz(imgsz)
     settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model))
     if iterative_steps is not None and iterative_steps < 1:
         raise CompressError(f"iterative_steps={iterative_steps} must be at least 1")

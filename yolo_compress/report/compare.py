@@ -14,7 +14,7 @@ from typing import Any
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.models import model_size
-from yolo_compress.report.measure import measure_latency, measure_onnx_latency
+from yolo_compress.report.measure import measure_latency, measure_onnx_latency, onnx_size
 from yolo_compress.validation import validate
 
 LOGGER = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
             relations: bool | None = None, rounds: int = 30) -> list[Row]:
     """Measure every checkpoint; ``speed_up`` is latency relative to the first row.
 
-    ``.pt`` files are timed in PyTorch, ``.onnx`` files (an export, an INT8 model) in ONNX Runtime; an ONNX row
-    reports the parameters and GFLOPs of the ``.pt`` it was exported from (same stem, ``-int8`` dropped).
+    ``.pt`` files are timed in PyTorch, ``.onnx`` files (an export, an INT8 model) in ONNX Runtime; an ONNX row's
+    parameters and GFLOPs are read from its own graph (:func:`onnx_size`): no file but the ones given is loaded.
 
     Args:
         weights: checkpoint paths (``.pt`` or ``.onnx``), baseline first.
@@ -76,16 +76,15 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     paths = [Path(w) for w in weights]
     names = names or [p.stem for p in paths]
     onnx = [p for p in paths if p.suffix == ".onnx"]
-    models = {p: load_model(_source_pt(p)) for p in paths}
-    timed = dict(zip([p for p in paths if p.suffix != ".onnx"],
-                     measure_latency([models[p] for p in paths if p.suffix != ".onnx"], imgsz, rounds)))
+    models = {p: load_model(p) for p in paths if p.suffix != ".onnx"}
+    timed = dict(zip(models, measure_latency(list(models.values()), imgsz, rounds)))
     timed.update(zip(onnx, measure_onnx_latency(onnx, imgsz, rounds)) if onnx else {})
     latencies = [timed[p] for p in paths]
     if relations is None:
         relations = data.task == "detect" and _has_parent_labels(data.path)
     rows = []
     for name, path, latency in zip(names, paths, latencies):
-        size = model_size(models[path], imgsz)
+        size = model_size(models[path], imgsz) if path in models else onnx_size(path, imgsz)
         accuracy = _accuracy(validate(path, data, imgsz))
         if relations:
             from ultralytics import YOLO
@@ -98,13 +97,6 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
                         size_mb=path.stat().st_size / 2**20, latency_ms=latency, speed_up=latencies[0] / latency,
                         runtime="onnxruntime" if path.suffix == ".onnx" else "pytorch"))
     return rows
-
-
-def _source_pt(path: Path) -> Path:
-    """The checkpoint an ONNX file was exported from: ``distill-int8.onnx`` / ``distill.onnx`` -> ``distill.pt``."""
-    if path.suffix != ".onnx":
-        return path
-    return path.with_name(path.stem.removesuffix("-int8") + ".pt")
 
 
 def _has_parent_labels(data: Path) -> bool:
