@@ -8,6 +8,7 @@ before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -265,6 +266,12 @@ def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = N
         run(args, stages)
     except CompressError as e:
         print(f"yolo-compress: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"yolo-compress: error: the disk is full writing {e.filename or 'the outputs'}; free space (nothing "
+              "partial was kept: writes are atomic) and rerun", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = "rerun it with --resume" if command in TRAINING_COMMANDS else "rerun the same command"

@@ -13,6 +13,7 @@ from typing import Any
 
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
+from yolo_compress.errors import CompressError
 from yolo_compress.models import model_size
 from yolo_compress.report.measure import measure_latency, measure_onnx_latency, onnx_size
 from yolo_compress.validation import validate
@@ -99,8 +100,35 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     return rows
 
 
+def check_comparable(path: str | Path, data: Dataset) -> None:
+    """A row's model must be of the dataset's task and classes (read from a ``.pt``, or from an ``.onnx`` file's
+    Ultralytics metadata), so every row is scored on the same data.
+
+    Raises:
+        CompressError: another task or class count, or an ONNX file without Ultralytics metadata.
+    """
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import ast
+
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        if "task" not in meta or "names" not in meta:
+            raise CompressError(f"{path} has no Ultralytics metadata (task, names); compare ONNX files exported by "
+                                "yolo-compress or Ultralytics")
+        task, nc = meta["task"], len(ast.literal_eval(meta["names"]))
+    else:
+        from yolo_compress.models import class_count, task_of
+
+        model = load_model(path)
+        task, nc = task_of(model), class_count(model)
+    if task != data.task or nc != data.nc:
+        raise CompressError(f"{path} is a {task} model of {nc} classes but {data.path} is {data.task} data with "
+                            f"{data.nc}; compare models of one dataset (the first sets it, or pass --data)")
+
+
 def _has_parent_labels(data: Path) -> bool:
-    from yolo_compress.errors import CompressError
     from yolo_compress.relations import split_dirs
 
     try:

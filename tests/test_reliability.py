@@ -1,0 +1,204 @@
+"""No file touched that the user did not name, no stale result, no late traceback: each promise broken once here."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from yolo_compress import CompressError, PruneModel
+from yolo_compress.checkpoint import save_checkpoint
+from yolo_compress.config import load_config
+from yolo_compress.dataset import resolve_data
+from yolo_compress.finetune.stage import BaselineStage
+from yolo_compress.models import build_from_yaml
+from yolo_compress.pipeline import LOCK_NAME, CompressionPipeline
+from yolo_compress.prune.stage import PruneStage
+
+CLI = [sys.executable, "-m", "yolo_compress.cli"]
+
+
+@pytest.fixture(scope="module")
+def base_pt(tiny_yaml, tmp_path_factory) -> Path:
+    data = resolve_data(tiny_yaml)
+    return save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names),
+                           tmp_path_factory.mktemp("base") / "base.pt")
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: proof that a file was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (str(self.marker), "w")
+
+
+def test_compare_of_an_onnx_file_loads_no_unnamed_checkpoint(base_pt, tiny_yaml, tmp_path):
+    from ultralytics import YOLO
+
+    folder = tmp_path / "some" / "dir"
+    folder.mkdir(parents=True)
+    exported = Path(YOLO(str(base_pt)).export(format="onnx", imgsz=64))
+    onnx = folder / "m.onnx"
+    onnx.write_bytes(exported.read_bytes())
+    marker = tmp_path / "payload-ran"
+    with open(folder / "m.pt", "wb") as f:  # a planted sibling: loading it would run its payload
+        pickle.dump(_Planted(marker), f)
+    rows = PruneModel(base_pt, data=tiny_yaml, imgsz=64).compare([base_pt, onnx], out_dir=tmp_path / "report",
+                                                                 rounds=1)
+    assert not marker.exists()
+    pt_row, onnx_row = rows
+    assert onnx_row.runtime == "onnxruntime"
+    assert abs(onnx_row.params - pt_row.params) / pt_row.params < 0.01  # its own graph: BatchNorm folded only
+    assert abs(onnx_row.gflops - pt_row.gflops) / pt_row.gflops < 0.05
+
+
+def test_a_run_folder_holding_user_files_is_never_deleted(base_pt, tiny_yaml, tmp_path):
+    mine = tmp_path / "o" / "runs" / "x" / "important.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("keep me")
+    with pytest.raises(CompressError, match="important.txt, which is no training output; move it"):
+        PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "o" / "x.pt", epochs=1)
+    assert mine.read_text() == "keep me"
+
+
+def test_a_second_run_on_the_same_out_fails_at_once(base_pt, tiny_yaml, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(  # another run holds the folder's lock
+        [sys.executable, "-c", f"import fcntl, sys, time; f = open({str(out / LOCK_NAME)!r}, 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = load_config(weights=str(base_pt), data=str(tiny_yaml), out=str(out), imgsz=64, factor=0.3)
+        t0 = time.perf_counter()
+        with pytest.raises(CompressError, match="another yolo-compress run is using .*; wait for it"):
+            CompressionPipeline(cfg, (BaselineStage, PruneStage)).run()
+        assert time.perf_counter() - t0 < 5 and not (out / "prune.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder leaves no lock behind: the next run goes through
+    assert CompressionPipeline(cfg, (BaselineStage, PruneStage)).run().ran == ["baseline", "prune"]
+
+
+def test_a_changed_dataset_reruns_what_depends_on_it(base_pt, tiny_yaml, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(tiny_yaml).parent, data)
+    yaml_path = data / "data.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace(str(Path(tiny_yaml).parent), str(data)))
+    cfg = load_config(weights=str(base_pt), data=str(yaml_path), out=str(tmp_path / "out"), imgsz=64, factor=0.3)
+    stages = (BaselineStage, PruneStage)
+    assert CompressionPipeline(cfg, stages).run().ran == ["baseline", "prune"]
+    assert CompressionPipeline(cfg, stages).run().ran == []
+    label = sorted((data / "labels" / "train").glob("*.txt"))[0]
+    label.write_text("")  # the yaml is unchanged; the data is not
+    assert CompressionPipeline(cfg, stages).run().ran == ["baseline", "prune"]
+
+
+def test_an_interrupted_training_leaks_no_starting_checkpoint(base_pt, tiny_yaml, tmp_path, monkeypatch):
+    from yolo_compress.patches.trainers import ModuleKeepingTrainer
+
+    import tempfile
+
+    def crash(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", crash)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(KeyboardInterrupt):
+        PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "w" / "x.pt", epochs=1, batch=8)
+    assert list((tmp_path / "w").glob(".*")) == [] and list((tmp_path / "tmp").rglob("*.pt")) == []
+    # a SIGKILL leaves it next to the output, where the pipeline's start removes it with other temps
+    from yolo_compress.checkpoint import remove_stale_temps
+
+    stale = tmp_path / "w" / ".x.init.tmp.pt"
+    stale.write_bytes(b"left by a kill")
+    assert remove_stale_temps(tmp_path / "w") == [stale] and not stale.exists()
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def _setup(case: str, tmp: Path, tiny_yaml: Path, base_pt: Path) -> list[str]:
+    """The command line of one bad input (files it needs are written into ``tmp``)."""
+    data, w = str(tiny_yaml), str(base_pt)
+    if case == "nc_names":
+        text = Path(tiny_yaml).read_text()
+        (tmp / "nc.yaml").write_text(text + "nc: 7\n")
+        return ["run", "--data", "nc.yaml", "--out", "out"]
+    if case == "empty_dir":
+        (tmp / "empty").mkdir()
+    if case == "text_list":
+        (tmp / "list.txt").write_text("not/an/image.png\n")
+    if case == "fake_jpg":
+        (tmp / "fake.jpg").write_text("not an image")
+    if case == "save_dir_file":
+        (tmp / "afile").write_text("")
+    if case == "cls_model":
+        from yolo_compress.data.classify import make_classify_dataset
+
+        cls_data = resolve_data(make_classify_dataset(tmp / "cls", n_train=6, n_val=6), "classify")
+        save_checkpoint(build_from_yaml("yolov8n-cls.yaml", "classify", cls_data.nc, cls_data.names), tmp / "cls.pt")
+    source = str(Path(tiny_yaml).parent / "images" / "val")
+    return {
+        "imgsz_huge_prune": ["prune", "--weights", w, "--data", data, "--imgsz", "100000", "--save", "out/p.pt"],
+        "imgsz_huge_run": ["run", "--weights", w, "--data", data, "--imgsz", "100000", "--out", "out"],
+        "imgsz_zero_train": ["train", "--weights", w, "--data", data, "--imgsz", "0", "--save", "out/t.pt"],
+        "batch_zero_sparse": ["sparse", "--weights", w, "--data", data, "--batch", "0", "--save", "out/s.pt"],
+        "device_missing": ["run", "--weights", w, "--data", data, "--device", "99", "--out", "out"],
+        "empty_dir": ["predict", "--weights", w, "--data", data, "--source", "empty"],
+        "text_list": ["predict", "--weights", w, "--data", data, "--source", "list.txt"],
+        "fake_jpg": ["predict", "--weights", w, "--data", data, "--source", "fake.jpg"],
+        "save_dir_file": ["predict", "--weights", w, "--data", data, "--source", source, "--save-dir", "afile"],
+        "cls_model": ["compare", w, "cls.pt", "--data", data, "--out", "out"],
+    }[case]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("imgsz_huge_prune", ["imgsz 100000", "from 32 to 4096", "fix --imgsz"]),
+    ("imgsz_huge_run", ["imgsz 100000", "fix --imgsz"]),
+    ("imgsz_zero_train", ["imgsz 0", "fix --imgsz"]),
+    ("batch_zero_sparse", ["batch 0", "fix --batch"]),
+    ("device_missing", ["device '99'", "pass --device cpu"]),
+    ("nc_names", ["nc: 7", "lists 4 classes", "make them agree"]),
+    ("empty_dir", ["holds no images", "pass a folder of images"]),
+    ("text_list", ["list of image paths", "no image file"]),
+    ("fake_jpg", ["not a readable image", "pass an image"]),
+    ("save_dir_file", ["--save-dir afile is a file", "pass a folder"]),
+    ("cls_model", ["classify model of", "detect data", "compare models of one dataset"]),
+])
+def test_bad_input_is_one_line_before_any_work(case, words, tmp_path, tiny_yaml, base_pt):
+    args = _setup(case, tmp_path, tiny_yaml, base_pt)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    t0 = time.perf_counter()
+    proc = _cli(args, tmp_path)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(err) == 1 and err[0].startswith("yolo-compress: error:"), proc.stderr[-2000:]
+    assert all(w in err[0] for w in words), err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no --out, no runs/, no drawings
+    assert time.perf_counter() - t0 < 60
+
+
+def test_the_manifest_records_the_data_fingerprint(base_pt, tiny_yaml, tmp_path):
+    out = tmp_path / "out"
+    cfg = load_config(weights=str(base_pt), data=str(tiny_yaml), out=str(out), imgsz=64, factor=0.3)
+    CompressionPipeline(cfg, (BaselineStage, PruneStage)).run()
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    from yolo_compress.dataset import data_fingerprint
+
+    assert stages["prune"]["sources"]["data"]["sha256"] == data_fingerprint(resolve_data(tiny_yaml))
