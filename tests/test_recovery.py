@@ -105,11 +105,56 @@ def test_truncated_last_pt_is_moved_aside_and_the_run_resumes_from_best(tiny_yam
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # as a kill during Ultralytics' write leaves it
     assert run_state(run) == "damaged"
 
+    trained = []
+
+    def record(self):
+        trained.append(self.epoch)
+        return original(self)
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", record)
     result = fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args), resume=True)
-    assert (run / "weights" / "last.pt.damaged").is_file()
+    assert (run.parent / "w-last.pt.damaged").is_file()
+    assert trained and 0 not in trained and trained[-1] == 2  # continued from a saved epoch, not from scratch
     epochs = [r.split(",")[0] for r in (run / "results.csv").read_text().splitlines()[1:]]
-    assert epochs[-1] == "3" and len(epochs) < 5  # continued from a saved epoch, not from scratch
-    assert load_model(tmp_path / "w.pt") is not None and result.metrics
+    assert epochs == ["1", "2", "3"]  # every epoch once
+    assert sum(p.numel() for p in load_model(tmp_path / "w.pt").parameters()) == sum(
+        p.numel() for p in model.parameters()) and result.metrics["mAP50-95"] >= 0
+
+
+def test_damaged_last_pt_without_a_usable_best_keeps_the_copy_and_starts_again(tiny_yaml, tmp_path, monkeypatch,
+                                                                                caplog):
+    import logging
+
+    data, args = _args(tiny_yaml, tmp_path / "w.pt", epochs=2)
+    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    original = ModuleKeepingTrainer.save_model
+
+    def save_then_crash(self):
+        original(self)
+        raise _Crash
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_then_crash)
+    with pytest.raises(_Crash):
+        fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args))
+    run = tmp_path / "runs" / "w"
+    last = run / "weights" / "last.pt"
+    cut = last.read_bytes()[: last.stat().st_size // 3]
+    last.write_bytes(cut)
+    (run / "weights" / "best.pt").write_bytes(cut)  # no usable best.pt either
+    trained = []
+
+    def record(self):
+        trained.append(self.epoch)
+        return original(self)
+
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", record)
+    with caplog.at_level(logging.WARNING, logger="yolo_compress.training"):
+        fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args), resume=True)
+    notices = [r.getMessage() for r in caplog.records
+               if r.name == "yolo_compress.training" and "damaged" in r.getMessage()]
+    assert len(notices) == 1 and "starts again from epoch 1" in notices[0]
+    assert (run.parent / "w-last.pt.damaged").read_bytes() == cut  # the damaged copy is kept
+    assert trained == [0, 1]
 
 
 def test_finished_but_unsaved_run_is_finalised_without_training(tiny_yaml, tmp_path, monkeypatch):
@@ -136,7 +181,8 @@ def test_finished_but_unsaved_run_is_finalised_without_training(tiny_yaml, tmp_p
     monkeypatch.setattr("ultralytics.YOLO.train", lambda *a, **k: pytest.fail("must not train again"))
     fit(model, ModuleKeepingTrainer, tmp_path / "w.pt", data, dict(args), resume=True)
     assert (run / "results.csv").read_text() == rows_before
-    assert load_model(tmp_path / "w.pt") is not None
+    saved, ran = load_model(tmp_path / "w.pt").state_dict(), load_model(run / "weights" / "best.pt").state_dict()
+    assert all(torch.equal(saved[k], ran[k]) for k in ran)  # exactly the run's weights, saved
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------

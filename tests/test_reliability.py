@@ -108,9 +108,9 @@ def test_a_changed_dataset_reruns_what_depends_on_it(base_pt, tiny_yaml, tmp_pat
 
 
 def test_an_interrupted_training_leaks_no_starting_checkpoint(base_pt, tiny_yaml, tmp_path, monkeypatch):
-    from yolo_compress.patches.trainers import ModuleKeepingTrainer
-
     import tempfile
+
+    from yolo_compress.patches.trainers import ModuleKeepingTrainer
 
     def crash(self):
         raise KeyboardInterrupt

@@ -229,16 +229,20 @@ def check_run_dir_is_ours(run_dir: Path) -> None:
 
 
 def _set_damaged_aside(run_dir: Path) -> str:
-    """Move a truncated ``last.pt`` aside; continue from a complete, unfinished ``best.pt`` when there is one."""
+    """Move a truncated ``last.pt`` aside; continue from a complete, unfinished ``best.pt`` when there is one.
+
+    The damaged copy goes next to the run folder (``runs/<stem>-last.pt.damaged``): a fresh start replaces the run
+    folder, and the copy must survive that.
+    """
     weights = run_dir / "weights"
     last, best = weights / "last.pt", weights / "best.pt"
-    aside = last.with_suffix(".pt.damaged")
+    aside = run_dir.parent / f"{run_dir.name}-last.pt.damaged"
     last.replace(aside)
     if best.is_file() and checkpoint_state(best) == "unfinished":
         shutil.copyfile(best, last)
-        LOGGER.warning("%s was truncated or damaged (moved to %s); resuming from best.pt", last, aside.name)
+        LOGGER.warning("%s was truncated or damaged (moved to %s); resuming from best.pt", last, aside)
         return "unfinished"
-    LOGGER.warning("%s was truncated or damaged (moved to %s); the stage starts again", last, aside.name)
+    LOGGER.warning("%s was truncated or damaged (moved to %s); the stage starts again from epoch 1", last, aside)
     return "none"
 
 
