@@ -72,10 +72,12 @@ def save_runs(runs: dict[str, Any]) -> None:
 def recipe_config(recipe: dict[str, Any], budget: int, speed_up: float, seed: int, baseline: Path, data: Path,
                   out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """The pipeline config keys of one run: the recipe's, the budget, the target and the seed."""
-    keys = json.loads(json.dumps(recipe).replace("{baseline}", str(baseline)))
-    train_args = {"plots": False, "seed": seed, "deterministic": True, **keys.pop("train_args", {})}
+    keys = json.loads(json.dumps({**recipe, **extra}).replace("{baseline}", str(baseline)))
+    train_args = {"plots": False, "seed": seed, "deterministic": True, **recipe.get("train_args", {}),
+                  **extra.get("train_args", {})}
+    train_args = json.loads(json.dumps(train_args).replace("{baseline}", str(baseline)))
     return {"weights": str(baseline), "data": str(data), "out": str(out), "compare": False, "budget": budget,
-            "speed_up": speed_up, **keys, **extra, "train_args": train_args}
+            "speed_up": speed_up, **keys, "train_args": train_args}
 
 
 def check_budget(spent: dict[str, int], budget: int, run_id: str) -> None:
