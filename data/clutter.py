@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from yolo_compress.data.synthetic import _background, _contrasting_colour, _iou, write_yolo_dataset
+from yolo_compress.data.synthetic import _background, add_noise, place_objects, write_yolo_dataset
 from yolo_compress.errors import CompressError
 
 LOGGER = logging.getLogger(__name__)
@@ -87,23 +87,10 @@ def render_clutter(img: np.ndarray, rng: np.random.Generator) -> list:
     size = img.shape[0]
     _background(img, rng)
     _clutter(img, rng)
-    rows, boxes = [], []
-    for _ in range(int(rng.integers(3, 13))):
-        for _attempt in range(20):
-            side = rng.uniform(0.06, 0.30) * size
-            w, h = side * rng.uniform(0.85, 1.15, 2)
-            x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
-            box = np.array([x0, y0, x0 + w, y0 + h])
-            if all(_iou(box, b) < 0.45 for b in boxes):
-                break
-        else:
-            continue
-        cls = int(rng.integers(len(CLASSES)))
-        _draw(img, CLASSES[cls], box, _contrasting_colour(img, rng), rng)
-        boxes.append(box)
-        rows.append((cls, (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size, w / size, h / size))
-    noise = rng.normal(0, rng.uniform(2, 10), img.shape)
-    img[:] = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    rows = place_objects(img, rng, int(rng.integers(3, 13)),
+                         lambda r: r.uniform(0.06, 0.30) * size * r.uniform(0.85, 1.15, 2), 0.45, len(CLASSES),
+                         lambda im, cls, box, colour, r: _draw(im, CLASSES[cls], box, colour, r))
+    add_noise(img, rng, 10)
     return rows
 
 

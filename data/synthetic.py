@@ -143,27 +143,41 @@ def _draw_shape(img: np.ndarray, cls: int, box: np.ndarray, colour, rng: np.rand
         cv2.rectangle(img, (x0 + tx, y0), (x1 - tx, y1), colour, -1)
 
 
+def place_objects(img: np.ndarray, rng: np.random.Generator, count: int, extent: Callable, max_iou: float,
+                  n_classes: int, draw: Callable) -> list[tuple[int, float, float, float, float]]:
+    """Place ``count`` objects (``extent(rng)`` -> pixel width, height; 20 tries each to overlap every earlier one by
+    less than ``max_iou``), draw each with ``draw(img, cls, box, colour, rng)``; return their YOLO label rows."""
+    size = img.shape[0]
+    rows, boxes = [], []
+    for _ in range(count):
+        for _attempt in range(20):
+            w, h = extent(rng)
+            x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
+            box = np.array([x0, y0, x0 + w, y0 + h])
+            if all(_iou(box, b) < max_iou for b in boxes):
+                break
+        else:
+            continue
+        cls = int(rng.integers(n_classes))
+        draw(img, cls, box, _contrasting_colour(img, rng), rng)
+        boxes.append(box)
+        rows.append((cls, (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size, w / size, h / size))
+    return rows
+
+
+def add_noise(img: np.ndarray, rng: np.random.Generator, max_sigma: float) -> None:
+    """Gaussian pixel noise of a random strength from 2 to ``max_sigma``, in place."""
+    noise = rng.normal(0, rng.uniform(2, max_sigma), img.shape)
+    img[:] = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
 def render_shapes(img: np.ndarray, rng: np.random.Generator, max_objects: int = 4) -> list:
     """Draw 1..max_objects shapes (sizes 15-45% of the side, overlaps of IoU < 0.3) with Gaussian noise."""
     size = img.shape[0]
     _background(img, rng)
-    rows, boxes = [], []
-    for _ in range(int(rng.integers(1, max_objects + 1))):
-        for _attempt in range(20):
-            w, h = rng.uniform(0.15, 0.45, 2) * size
-            x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
-            box = np.array([x0, y0, x0 + w, y0 + h])
-            if all(_iou(box, b) < 0.3 for b in boxes):
-                break
-        else:
-            continue
-        cls = int(rng.integers(len(SHAPES)))
-        _draw_shape(img, cls, box, _contrasting_colour(img, rng), rng)
-        boxes.append(box)
-        xc, yc = (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size
-        rows.append((cls, xc, yc, w / size, h / size))
-    noise = rng.normal(0, rng.uniform(2, 12), img.shape)
-    img[:] = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    rows = place_objects(img, rng, int(rng.integers(1, max_objects + 1)), lambda r: r.uniform(0.15, 0.45, 2) * size,
+                         0.3, len(SHAPES), _draw_shape)
+    add_noise(img, rng, 12)
     return rows
 
 

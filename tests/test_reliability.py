@@ -202,3 +202,56 @@ def test_the_manifest_records_the_data_fingerprint(base_pt, tiny_yaml, tmp_path)
     from yolo_compress.dataset import data_fingerprint
 
     assert stages["prune"]["sources"]["data"]["sha256"] == data_fingerprint(resolve_data(tiny_yaml))
+
+
+def _copy_data(tiny_yaml: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(Path(tiny_yaml).parent, to)
+    yaml_path = to / "data.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace(str(Path(tiny_yaml).parent), str(to)))
+    return yaml_path
+
+
+def test_labels_all_out_of_bounds_are_one_line(tiny_yaml, tmp_path, base_pt):
+    yaml_path = _copy_data(tiny_yaml, tmp_path / "data")
+    for label in (tmp_path / "data" / "labels" / "train").glob("*.txt"):
+        label.write_text("0 1.5 0.5 0.2 0.2\n")  # centre outside the image
+    proc = _cli(["train", "--weights", str(base_pt), "--data", str(yaml_path), "--save", "out/t.pt"], tmp_path)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert "split 'train' has no usable labels" in err[0] and "coordinates outside [0, 1]" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_partly_bad_split_is_summed_up_in_one_line(tiny_yaml, tmp_path, caplog):
+    import logging
+
+    yaml_path = _copy_data(tiny_yaml, tmp_path / "data")
+    labels = sorted((tmp_path / "data" / "labels" / "train").glob("*.txt"))
+    labels[0].write_text("0 nan 0.5 0.2 0.2\n")
+    labels[1].write_text("0 0.5 0.5 0.2 0.2 0.9\n")  # six columns
+    images = sorted((tmp_path / "data" / "images" / "train").glob("*.png"))
+    images[2].write_bytes(b"not a png")
+    with caplog.at_level(logging.WARNING, logger="yolo_compress.dataset"):
+        resolve_data(yaml_path)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "yolo_compress.dataset" and "'train'" in r.getMessage()]
+    assert any("1 of 16 images are not readable" in m for m in lines), lines
+    assert any("2 of 16 images skipped (2 label rows" in m and "coordinates outside [0, 1]" in m for m in lines), lines
+
+
+def test_a_full_disk_is_one_line(base_pt, tiny_yaml, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import yolo_compress.prune.stage as prune_stage
+    from yolo_compress.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "out/p.pt")
+
+    monkeypatch.setattr(prune_stage, "save_checkpoint", full)
+    code = main(["prune", "--weights", str(base_pt), "--data", str(tiny_yaml), "--imgsz", "64", "--factor", "0.3",
+                 "--save", str(tmp_path / "out" / "p.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "the disk is full writing out/p.pt; free space" in err[0]

@@ -147,7 +147,10 @@ def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
         CompressError: no image of the split has a usable label.
     """
     bad_files, bad_rows, labelled, worst = 0, 0, 0, None
+    unreadable = {image for image in images if not _image_ok(image)}
     for image in images:
+        if image in unreadable:
+            continue
         label = _label_file(image)
         if not label.is_file():
             continue
@@ -160,6 +163,9 @@ def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
             worst = worst or (label, " ".join(bad[0]))
         else:
             labelled += 1
+    if unreadable:
+        LOGGER.warning("%s split %r: %d of %d images are not readable images and will be skipped, e.g. %s",
+                       path.name, split, len(unreadable), len(images), min(unreadable))
     if bad_files:
         LOGGER.warning("%s split %r: %d of %d images skipped (%d label rows with a class id outside 0..%d, "
                        "coordinates outside [0, 1] or a wrong column count, e.g. %s: %r)", path.name, split, bad_files,
@@ -169,6 +175,18 @@ def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
                   f"outside [0, 1] or a wrong column count, e.g. {worst[0]}: {worst[1]!r}" if bad_files
                   else "no label files found next to the images")
         raise CompressError(f"{path}: split {split!r} has no usable labels ({reason}); fix the labels or 'names'")
+
+
+def _image_ok(image: Path) -> bool:
+    """Whether an image file opens (its header only: cheap), as Ultralytics' label check needs before it keeps it."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            return im.size[0] > 0 and im.size[1] > 0
+    # PIL's errors for files that are no image; ImportError: Ultralytics' patched Image.open then tries pi_heif
+    except (OSError, ValueError, SyntaxError, ImportError):
+        return False
 
 
 def _row_ok(row: list[str], nc: int) -> bool:
