@@ -80,6 +80,14 @@ def recipe_config(recipe: dict[str, Any], budget: int, speed_up: float, seed: in
             "speed_up": speed_up, **keys, "train_args": train_args}
 
 
+def run_fingerprint(baseline: Path, config: Any) -> str:
+    """The baseline's hash and every resolved config key (defaults included: a changed default reruns the recipe)."""
+    from yolo_compress.config import config_dict
+
+    keys = {k: v for k, v in config_dict(config).items() if k != "out"}
+    return hashlib.sha256(json.dumps([sha(baseline), keys], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def check_budget(spent: dict[str, int], budget: int, run_id: str) -> None:
     """Refuse a recipe whose training stages spend more or less than the budget.
 
@@ -114,11 +122,11 @@ class Bench:
         baseline, data = DATASETS[dataset]["baseline"], self.data(dataset)
         out = self.work / run_id
         keys = recipe_config(RECIPES[recipe][1], budget, speed_up, seed, baseline, data, out, self.a.overrides)
-        fingerprint = hashlib.sha256(json.dumps([sha(baseline), {k: v for k, v in keys.items() if k != "out"}],
-                                                sort_keys=True, default=str).encode()).hexdigest()[:16]
+        config = load_config(**keys)
+        fingerprint = run_fingerprint(baseline, config)
         if self.runs["runs"].get(run_id, {}).get("fingerprint") == fingerprint:
             return
-        pipeline = CompressionPipeline(load_config(**keys))
+        pipeline = CompressionPipeline(config)
         spent = pipeline.budget()
         check_budget(spent, budget, run_id)
         load0, t0 = os.getloadavg()[0], time.time()

@@ -171,3 +171,27 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
     assert quant.outputs() == {"int8": tmp_path / "distill-int8.onnx"}
     with pytest.raises(CompressError, match="export='foo' is not supported; use one of onnx, torchscript"):
         ctx(export="foo")
+
+
+def test_precedence_defaults_yaml_flags_and_set(tiny_yaml, tmp_path):
+    """defaults < the YAML file < flags and --set; ``epochs`` applies to every training stage."""
+    import csv
+
+    from yolo_compress.checkpoint import save_checkpoint
+    from yolo_compress.cli import main
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.models import build_from_yaml
+
+    data = resolve_data(tiny_yaml)
+    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), tmp_path / "b.pt")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("zero_at: 0.3\nepochs: 3\nfactor: 0.2\nbatch: 8\nimgsz: 64\n")
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(config), "--weights", str(weights), "--data", str(tiny_yaml), "--out",
+                 str(out), "--zero-at", "0.7", "--set", "factor=0.4", "--no-compare"]) == 0
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages["sparse"]["settings"]["zero_at"] == 0.7 and stages["prune"]["settings"]["factor"] == 0.4
+    assert stages["sparse"]["settings"]["batch"] == 8  # from the YAML, not the default 16
+    for stage in ("sparse", "finetune", "distill"):
+        rows = list(csv.DictReader((out / "runs" / stage / "results.csv").open()))
+        assert len(rows) == 3, stage

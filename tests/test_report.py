@@ -66,10 +66,11 @@ def test_prune_model_predict_and_evaluate(diagram_yaml, tmp_path):
     assert len(list((tmp_path / "pred").iterdir())) == 3
     metrics = pm.evaluate()
     assert metrics["images"] == 3 and metrics["skipped"] == 0 and metrics["n_gt"] > 0
-    from yolo_compress.relations import prf
-
-    assert metrics["tp"] <= min(metrics["n_pred"], metrics["n_gt"])
-    assert metrics["f1"] == pytest.approx(prf(metrics["tp"], metrics["n_pred"], metrics["n_gt"])["f1"])
+    tp, n_pred, n_gt = metrics["tp"], metrics["n_pred"], metrics["n_gt"]
+    assert 0 <= tp <= min(n_pred, n_gt)
+    p, r = (tp / n_pred if n_pred else 0.0), tp / n_gt  # by hand: precision, recall and their harmonic mean
+    assert (metrics["precision"], metrics["recall"]) == pytest.approx((p, r))
+    assert metrics["f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
 
 
 def test_report_has_relation_columns_on_diagram_data(diagram_yaml, tmp_path):
@@ -82,3 +83,26 @@ def test_report_has_relation_columns_on_diagram_data(diagram_yaml, tmp_path):
     rows = [r.flat() for r in compare([weights], resolve_data(diagram_yaml), 64, rounds=1)]
     assert {"rel_precision", "rel_recall", "rel_f1"} <= set(rows[0])
     assert format_table(rows).splitlines()[0].split()[5:8] == ["rel_precision", "rel_recall", "rel_f1"]
+
+
+def test_every_row_scores_its_own_weights_and_int8_stays_close(tmp_path):
+    """On the shipped baseline: each row's mAP is ``YOLO(w).val()`` of that row's file, a pruned model gets another
+    row, and the INT8 ONNX row lands within 0.05 of its fp32 ONNX row."""
+    from ultralytics import YOLO
+
+    from yolo_compress.data import SHIPPED_BASELINE
+
+    base = tmp_path / "base.pt"
+    base.write_bytes(SHIPPED_BASELINE.read_bytes())
+    pm = PruneModel(base)
+    onnx, int8 = pm.export(format="onnx"), pm.quantize()  # of the baseline
+    pm.prune(save_dir=tmp_path / "pruned.pt", factor=0.3)
+    files = [base, tmp_path / "pruned.pt", onnx, int8]
+    rows = pm.compare(files, out_dir=tmp_path / "report", rounds=1)
+    for row, path in zip(rows, files):
+        val = YOLO(str(path), task="detect").val(data=str(pm.data.path), imgsz=pm.imgsz, plots=False, verbose=False,
+                                                 project=str(tmp_path / "val"))
+        assert row.accuracy["mAP50_95"] == pytest.approx(val.box.map, abs=1e-4), path.name
+    assert rows[0].params > rows[1].params and rows[0].accuracy != rows[1].accuracy
+    fp32, quantized = rows[2].accuracy["mAP50_95"], rows[3].accuracy["mAP50_95"]
+    assert abs(quantized - fp32) < 0.05 and fp32 > 0.1
