@@ -14,7 +14,7 @@ from torch import nn
 
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
-from yolo_compress.models import check_class_count, freeze_
+from yolo_compress.models import check_class_count, freeze_, task_of
 
 
 def check_teacher_path(teacher: str | Path | None) -> Path:
@@ -55,6 +55,8 @@ def _load(path: Path, size: int, mtime_ns: int, task: str, nc: int, settings: Di
     from yolo_compress.distill.distiller import hooked_layer_names
 
     model = load_model(path, what="teacher")
+    if task_of(model) != task:
+        raise CompressError(f"teacher {path} is a {task_of(model)} model; a detector needs a detection teacher")
     check_class_count(model, nc, f"teacher {path}", "use a teacher trained on this dataset")
     if settings.feature:
         hooked_layer_names(model, settings.distill_layers)
