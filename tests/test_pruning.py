@@ -232,6 +232,14 @@ print("RESULT" + json.dumps({"params": n, "map": metrics.box.map, "n_boxes": len
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT", 1)[1])
     assert result["params"] == count_params(pruned[0])
+    from ultralytics import YOLO
+
+    here = YOLO(str(pruned_ckpt))  # the fresh process saw the same model: same mAP, same boxes
+    metrics = here.val(data=str(shapes_yaml), imgsz=64, batch=4, plots=False, device="cpu", verbose=False,
+                       project=str(tmp_path / "val"))
+    image = next((Path(shapes_yaml).parent / "images" / "val").glob("*"))
+    assert result["map"] == pytest.approx(metrics.box.map, abs=1e-6)
+    assert result["n_boxes"] == len(here.predict(str(image), imgsz=64, device="cpu", verbose=False)[0].boxes)
     import onnxruntime as ort
 
     x = torch.rand(1, 3, 64, 64)
