@@ -129,15 +129,16 @@ class Bench:
         pipeline = CompressionPipeline(config)
         spent = pipeline.budget()
         check_budget(spent, budget, run_id)
-        load0, t0 = os.getloadavg()[0], time.time()
+        load0, t0, cpu0 = os.getloadavg()[0], time.time(), time.process_time()
         result = pipeline.run()
-        seconds = round(time.time() - t0)
+        seconds, cpu = round(time.time() - t0), round(time.process_time() - cpu0)
         final = result.weights[pipeline.ctx.final]
         test = validate(final, resolve_data(data), pipeline.ctx.imgsz, split="test")
         self.runs["runs"][run_id] = {
             "fingerprint": fingerprint, "map": test["mAP50-95"], "map50": test["mAP50"], "seed": seed,
             "epochs": spent, "epochs_total": sum(spent.values()), "overrides": self.a.overrides,
-            "seconds": seconds, "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2)}
+            "seconds": seconds, "cpu_seconds": cpu, "load_before": round(load0, 2),
+            "load_after": round(os.getloadavg()[0], 2)}
         save_runs(self.runs)
         print(f"{run_id}: mAP50-95 {test['mAP50-95']:.4f} ({spent}, {seconds} s)", flush=True)
 

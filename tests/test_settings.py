@@ -82,12 +82,50 @@ def test_one_check_everywhere(tiny_yaml):
         PruneModel("yolov8n.yaml", data=tiny_yaml).distill("t.pt", los="kd")
 
 
-def test_config_keys_are_unique_and_documented():
+def _readme_defaults() -> dict[str, str]:
+    """``key -> default`` as the README's configuration table writes them (one default may serve several keys)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| key | default | meaning |"):]
+    out = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        cells = line.split(" | ")
+        keys, values = re.findall(r"`([a-z_0-9]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1])
+        out.update(zip(keys, values if len(values) == len(keys) else values[:1] * len(keys)))
+    return out
+
+
+def _as_written(value) -> str:
+    import yaml
+
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_as_written(v)}" for k, v in value.items()) + "}"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def test_config_keys_are_unique_and_documented_with_their_defaults():
     keys = config_keys()
     assert len(keys) == len(set(keys)), "a key is declared by two settings classes"
-    readme = (ROOT / "README.md").read_text()
-    missing = [k for k in keys if f"`{k}`" not in readme]
-    assert not missing, f"README lacks {missing}"
+    documented = _readme_defaults()
+    assert [k for k in keys if k not in documented] == [], "README's configuration table lacks these keys"
+    from yolo_compress.config import config_dict
+
+    declared = config_dict(load_config())
+    wrong = {k: (documented[k], _as_written(declared[k])) for k in keys
+             if documented[k] != _as_written(declared[k]) and float_or(documented[k]) != declared[k]}
+    assert wrong == {}, "README default (left) differs from the declared one (right)"
+
+
+def float_or(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _imports(path: Path, package: str) -> set[str]:
