@@ -77,6 +77,7 @@ class KeepModule:
         self.last, self.best = _AtomicPath(self.last), _AtomicPath(self.best)
         self._batches_done, self._batches_total = 0, 1
         self.add_callback("on_train_start", _count_batches_from_start)
+        self.add_callback("on_train_start", _forget_unsaved_epochs)
         self.add_callback("on_train_batch_start", _count_batch)
 
     @classmethod
@@ -168,6 +169,18 @@ def _count_batches_from_start(trainer: KeepModule) -> None:
     nb = len(trainer.train_loader)
     trainer._batches_total = max(trainer.epochs * nb, 1)
     trainer._batches_done = trainer.start_epoch * nb
+
+
+def _forget_unsaved_epochs(trainer: KeepModule) -> None:
+    """On resume, drop ``results.csv`` rows of epochs after the checkpoint: Ultralytics appends an epoch's row before
+    it saves ``last.pt``, so a kill in between would list the retrained epoch twice (``BaseTrainer.save_metrics``)."""
+    csv = getattr(trainer, "csv", None)
+    if not trainer.start_epoch or csv is None or not Path(csv).is_file():
+        return
+    lines = Path(csv).read_text().splitlines()
+    kept = [lines[0], *(line for line in lines[1:] if float(line.split(",")[0]) <= trainer.start_epoch)]
+    if len(kept) < len(lines):
+        atomic_write_bytes(Path(csv), ("\n".join(kept) + "\n").encode())
 
 
 def _count_batch(trainer: KeepModule) -> None:

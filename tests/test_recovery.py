@@ -268,3 +268,49 @@ def test_class_count_mismatch_is_caught_before_training(tiny_yaml, tmp_path):
     other = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", 2, {0: "a", 1: "b"}), tmp_path / "nc2.pt")
     with pytest.raises(CompressError, match="predicts 2 classes but the dataset has 4; pass the dataset the model"):
         PruneModel(other, data=data.path)
+
+
+KILLABLE = """
+import os, sys, time
+from pathlib import Path
+real_replace = os.replace
+
+def replace(src, dst):  # hold the rename of epoch 2's last.pt until the test kills the process
+    if str(dst).endswith("last.pt") and Path(dst).is_file():
+        Path(sys.argv[1]).write_text("saving")
+        time.sleep(120)
+    return real_replace(src, dst)
+
+os.replace = replace
+from yolo_compress.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_ultralytics_saves_a_checkpoint(tiny_yaml, tmp_path):
+    """A real kill -9 in the middle of writing ``last.pt``; the rerun finishes, every epoch is listed once, and no
+    temp file is left."""
+    import signal
+    import time
+
+    args = ["train", "--weights", "yolov8n.yaml", "--data", str(tiny_yaml), "--imgsz", "64", "--epochs", "3",
+            "--batch", "8", "--save", str(tmp_path / "w.pt"), "plots=False"]
+    marker, script = tmp_path / "saving", tmp_path / "killable.py"
+    script.write_text(KILLABLE)
+    proc = subprocess.Popen([sys.executable, str(script), str(marker), *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the run never reached its second checkpoint write"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    weights = tmp_path / "runs" / "w" / "weights"
+    assert list(weights.glob(".*.tmp")), "the kill came mid-write: a temp file exists"
+    done = subprocess.run([*CLI, *args, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(weights.glob(".*.tmp")) == [] and (tmp_path / "w.pt").is_file()
+    assert torch.load(weights / "last.pt", weights_only=False)["epoch"] == -1  # whole, and finished (stripped)
+    epochs = [r.split(",")[0] for r in (tmp_path / "runs" / "w" / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]

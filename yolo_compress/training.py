@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from yolo_compress.checkpoint import checkpoint_is_complete, load_model, save_checkpoint
+from yolo_compress.checkpoint import checkpoint_is_complete, load_model, remove_stale_temps, save_checkpoint
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_class_count
@@ -181,6 +181,7 @@ def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[st
     yolo = None
     if state == "unfinished":
         LOGGER.info("resuming the interrupted run in %s", run_dir)
+        remove_stale_temps(run_dir / "weights")  # a kill during a checkpoint write leaves its temp file
         yolo = YOLO(run_dir / "weights" / "last.pt")
         # resume restores every setting from the checkpoint; only these may change (BaseTrainer.check_resume)
         keep = {k: v for k, v in args.items() if k in {"device", "batch", "workers"}}
