@@ -13,7 +13,7 @@ import torch
 from torch import nn, optim
 from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG
+from ultralytics.utils import DEFAULT_CFG, RANK, YAML
 from ultralytics.utils.torch_utils import TORCH_2_0, one_cycle
 
 from yolo_compress.checkpoint import atomic_write_bytes
@@ -69,6 +69,8 @@ class KeepModule:
         for key, default in extra.items():
             # on resume, check_resume() already restored the checkpoint's values into self.args
             setattr(self.args, key, given.get(key, getattr(self.args, key, default)))
+        if RANK in {-1, 0} and (Path(self.save_dir) / "args.yaml").is_file():  # BaseTrainer wrote it without them
+            YAML.save(Path(self.save_dir) / "args.yaml", vars(self.args))
         self._settings: dict[type[Settings], Settings] = {}
         for cls in self.settings_classes():
             settings = cls.from_args(self.args)

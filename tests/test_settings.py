@@ -41,34 +41,29 @@ def test_cli_config_and_settings_share_defaults():
         assert cls.pick(vars(build_parser().parse_args([command, *required[command]]))) == cls(), command
 
 
-def test_api_passes_the_same_defaults(monkeypatch, tiny_yaml, tmp_path):
-    """With no setting given, ``PruneModel`` hands each stage exactly ``Settings()``."""
-    import yolo_compress.distill.stage as distill_stage
-    import yolo_compress.prune.stage as prune_stage
-    import yolo_compress.sparse.stage as sparse_stage
+def test_api_passes_the_same_defaults(tiny_yaml, tmp_path):
+    """With no setting given, what each ``PruneModel`` stage ran with is ``Settings()`` (read from what it wrote: the
+    trainers' saved ``train_args``, the pruned checkpoint's record)."""
+    import yaml
+
     from yolo_compress import PruneModel
+    from yolo_compress.checkpoint import save_checkpoint
+    from yolo_compress.prune import DEFAULT_SPEED_UP
 
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def capture(name):
-        def fn(*args, **kwargs):
-            seen[name] = [a for a in args if isinstance(a, (SparseSettings, PruneSettings, DistillSettings))]
-            raise Stop
-        return fn
-
-    monkeypatch.setattr(sparse_stage, "sparse_train", capture("sparse"))
-    monkeypatch.setattr(prune_stage, "prune_to", capture("prune"))
-    monkeypatch.setattr(distill_stage, "distill", capture("distill"))
-    monkeypatch.setattr(distill_stage, "check_teacher", lambda *a, **k: None)
     pm = PruneModel("yolov8n.yaml", data=tiny_yaml)
-    for call in (pm.sparse_train, pm.prune, lambda **kw: pm.distill(tmp_path / "t.pt", **kw)):
-        with pytest.raises(Stop):
-            call(save_dir=tmp_path / "x.pt")
-    assert seen["sparse"] == [SparseSettings(), PruneSettings()]  # the pruning target sparse training aims at
-    assert seen["prune"] == [PruneSettings()] and seen["distill"] == [DistillSettings()]
+    teacher = save_checkpoint(pm.model, tmp_path / "t.pt")
+
+    def ran_with(run_dir, cls):
+        args = yaml.safe_load((run_dir / "args.yaml").read_text())  # every setting of the run, ours included
+        return cls(**{k: args[k] for k in cls.field_names()})
+
+    pm.sparse_train(save_dir=tmp_path / "s.pt", epochs=1, batch=8, plots=False)
+    assert ran_with(pm.run_dir, SparseSettings) == SparseSettings()
+    result = pm.prune(save_dir=tmp_path / "p.pt")
+    assert (result.importance, result.global_pruning) == ("bn_scale", True)  # auto, after sparse training
+    assert result.speed_up >= DEFAULT_SPEED_UP
+    pm.distill(teacher, save_dir=tmp_path / "d.pt", epochs=1, batch=8, plots=False)
+    assert ran_with(pm.run_dir, DistillSettings) == DistillSettings()
 
 
 def test_one_check_everywhere(tiny_yaml):
