@@ -76,7 +76,7 @@ def test_c2f_swap_is_exact():
         twin = model.model[i]
         assert isinstance(twin, C2fChunkFree) and (twin.f, twin.i, twin.type) == attrs
         assert twin.cv0.bn.eps == 1e-3 and twin.cv0.bn.momentum == 0.03  # YOLOv8's, not PyTorch's defaults
-        assert twin.np == count_params(twin)
+        assert twin.np == count_params(twin)  # the attribute Ultralytics sets on every layer (parse_model)
     buffer = io.BytesIO()  # picklable: the class is importable by name
     torch.save(model, buffer)
     buffer.seek(0)
