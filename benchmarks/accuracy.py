@@ -228,13 +228,44 @@ def write_report(summary: dict[str, Any], base: dict[str, float], a: argparse.Na
                           "|---|---|---|---:|---:|---:|---:|---|"]
                 for recipe, e in recipes.items():
                     what = RECIPES[recipe][0] if recipe in RECIPES else recipe
-                    split = " + ".join(f"{k} {v}" for k, v in e["epochs"].items())
+                    split = epoch_split(e["epochs"])
                     ci = "" if math.isnan(e["ci95_low"]) else (
                         f"[{100 * e['ci95_low']:+.1f}, {100 * e['ci95_high']:+.1f}]")
                     lines.append(f"| {recipe} | {what} | {split} | {e['map_mean']:.3f} | {e['map_std']:.3f} | "
                                  f"{e['seeds']} | {100 * e['diff_vs_A']:+.1f} | {ci} |")
                 lines.append("")
+    lines += exploration(load_runs())
     atomic_write_bytes(RESULTS / "accuracy.md", ("\n".join(lines) + "\n" + a.notes).encode())
+
+
+def epoch_split(epochs: dict[str, int]) -> str:
+    """``sparse 10 + distill 10``, in pipeline order."""
+    order = ("sparse", "finetune", "distill")
+    return " + ".join(f"{k} {epochs[k]}" for k in sorted(epochs, key=lambda k: order.index(k) if k in order else 9))
+
+
+def exploration(runs: dict[str, Any]) -> list[str]:
+    """Every other tag's runs (``--tag x... --set ...``), each paired seed by seed with ``main``'s (A)."""
+    groups: dict[tuple, dict[str, float]] = {}
+    for run_id, r in runs["runs"].items():
+        tag, dataset, budget, ratio, recipe, seed = run_id.split("/")
+        if tag != "main":
+            key = (tag, dataset, budget, ratio, recipe, json.dumps(r.get("overrides", {}), sort_keys=True),
+                   epoch_split(r["epochs"]))
+            groups.setdefault(key, {})[seed] = r["map"]
+    if not groups:
+        return []
+    lines = ["## Exploration (other tags: one change each, paired with main's (A) on the same seeds)", "",
+             "| tag | data / budget / ratio | recipe + change | epochs | mAP50-95 mean | seeds | vs A |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for (tag, dataset, budget, ratio, recipe, overrides, split), maps in sorted(groups.items()):
+        ref = {s: v["map"] for k, v in runs["runs"].items() if k.startswith(f"main/{dataset}/{budget}/{ratio}/A/")
+               for s in [k.rsplit("/", 1)[1]]}
+        common = sorted(set(maps) & set(ref))
+        diff = statistics.mean(maps[s] - ref[s] for s in common) if common else float("nan")
+        lines.append(f"| {tag} | {dataset} / {budget} / {ratio} | {recipe} {overrides} | {split} | "
+                     f"{statistics.mean(maps.values()):.3f} | {len(maps)} | {100 * diff:+.1f} |")
+    return [*lines, ""]
 
 
 def main() -> None:
