@@ -16,14 +16,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from yolo_compress.models import prunable_batchnorms
 from yolo_compress.patches.distill import ClassifyDistillationTrainer, DistillationTrainer
 from yolo_compress.patches.trainers import KeepModule, ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
-from yolo_compress.sparse import (
-    SparseSettings,
-    gamma_stats,
-    save_gamma_histogram,
-    scale_channels_,
-    shrink_factor,
-    soft_threshold_,
-)
+from yolo_compress.sparse import SparseSettings, SparsityPull, gamma_stats, save_gamma_histogram
 
 LOGGER = logging.getLogger(__name__)
 HISTOGRAM_NAME = "bn_gamma_hist.png"
@@ -38,8 +31,8 @@ class SparseTraining(KeepModule):
 
     ``sparse_plan`` (BatchNorm name -> channel indices, plain data in ``args``) comes from
     ``yolo_compress.prune.plan_channels``. After each optimizer step (:meth:`after_optimizer_step`) the planned
-    parameters are scaled so their magnitude follows ``shrink_factor(progress, zero_at)``: the optimizer may move
-    them in between, but from ``zero_at`` of the run on they are exactly zero, in the EMA too.
+    parameters are scaled so their magnitude follows ``shrink_factor(progress, zero_at)`` (``SparsityPull``): the
+    optimizer may move them in between, but from ``zero_at`` of the run on they are exactly zero, in the EMA too.
 
     Each epoch adds ``sparse/kept`` (the share of their magnitude the freed channels may still have) and
     ``sparse/zero`` (share of freed channels already at zero) to ``results.csv``; at the end ``bn_gamma_hist.png``
@@ -53,27 +46,14 @@ class SparseTraining(KeepModule):
         super().__init__(*args, **kwargs)
         self.sparse = self.settings_of(SparseSettings)
         self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
-        self._kept = 1.0
-        self._progress = 0.0
+        self.pull = SparsityPull(self.sparse, self.plan)
         self.add_callback("on_train_start", _start_schedule)
         self.add_callback("on_train_end", _write_histogram)
 
     def after_optimizer_step(self) -> None:
-        """Shrink the planned channels to the magnitude the schedule allows at this point of the run (or, for
-        ``l1``, pull every scale by this step's share of ``l1_total``); the EMA, which checkpoints hold, alike."""
-        models = [unwrap_model(self.model), *([self.ema.ema] if self.ema else [])]
-        progress = self.progress()
-        if self.sparse.sparse_method == "l1":
-            amount = self.sparse.l1_total * max(progress - self._progress, 0.0)
-            for model in models:
-                soft_threshold_(model, amount)
-        else:
-            factor = shrink_factor(progress, self.sparse.zero_at)
-            ratio = factor / self._kept if self._kept > 0 else 0.0
-            for model in models:
-                scale_channels_(model, self.plan, ratio)
-            self._kept = factor
-        self._progress = progress
+        """The sparsity update (:class:`~yolo_compress.sparse.SparsityPull`) on the live model and the EMA, which
+        checkpoints hold."""
+        self.pull.step_([unwrap_model(self.model), *([self.ema.ema] if self.ema else [])], self.progress())
 
     def save_metrics(self, metrics: dict[str, Any]) -> None:
         """Append the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
@@ -81,7 +61,7 @@ class SparseTraining(KeepModule):
         if self.sparse.sparse_method == "l1":
             gammas = [bn.weight.detach() for bn in prunable_batchnorms(model)]
             share = sum(int((g == 0).sum()) for g in gammas) / max(sum(g.numel() for g in gammas), 1)
-            pulled = self.sparse.l1_total * self._progress
+            pulled = self.sparse.l1_total * self.pull.progress
             LOGGER.info("sparsity epoch %d: L1 pull %.3f so far, %.1f%% of prunable scales at zero",
                         self.epoch + 1, pulled, 100 * share)
             super().save_metrics({**metrics, "sparse/pulled": pulled, "sparse/zero": share})
@@ -91,14 +71,12 @@ class SparseTraining(KeepModule):
         zero = sum(int((modules[n].weight.detach()[c] == 0).sum()) for n, c in self.plan.items())
         share = zero / freed if freed else 0.0
         LOGGER.info("sparsity epoch %d: %d channels being freed, at %.0f%% of their magnitude, %.0f%% at zero",
-                    self.epoch + 1, freed, 100 * self._kept, 100 * share)
-        super().save_metrics({**metrics, "sparse/kept": self._kept, "sparse/zero": share})
+                    self.epoch + 1, freed, 100 * self.pull.kept, 100 * share)
+        super().save_metrics({**metrics, "sparse/kept": self.pull.kept, "sparse/zero": share})
 
 
 def _start_schedule(trainer: SparseTraining) -> None:
-    """A resumed run's channels are already as small as the schedule wanted at the resumed epoch."""
-    trainer._progress = trainer.progress()
-    trainer._kept = shrink_factor(trainer._progress, trainer.sparse.zero_at)
+    trainer.pull.resume_at(trainer.progress())
 
 
 def _write_histogram(trainer: SparseTraining) -> None:

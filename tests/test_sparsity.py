@@ -13,6 +13,7 @@ from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
 from yolo_compress.prune import PruneSettings, plan_channels, prune_model, swap_c2f_
 from yolo_compress.sparse import (
     SparseSettings,
+    SparsityPull,
     gamma_stats,
     save_gamma_histogram,
     scale_channels_,
@@ -79,17 +80,15 @@ def test_soft_threshold_hand_computed():
     assert torch.equal(bn.bias.detach(), torch.tensor([1.0, 2.0, 3.0, 4.0]))  # L1 is on the scale only
 
 
-def _stub_trainer(net: nn.Module, optimizer: torch.optim.Optimizer, plan: dict, steps: int,
-                  settings: SparseSettings | None = None) -> SparseTrainer:
-    """A SparseTrainer with only what ``optimizer_step`` reads: the real methods on a hand-built object."""
-    trainer = SparseTrainer.__new__(SparseTrainer)
-    trainer.sparse = settings or SparseSettings(zero_at=0.5)
-    trainer.plan, trainer._kept, trainer._progress = plan, 1.0, 0.0
-    trainer.model, trainer.ema, trainer.optimizer = net, None, optimizer
-    trainer.scaler = torch.amp.GradScaler("cpu", enabled=False)
-    trainer.device = torch.device("cpu")
-    trainer._batches_done, trainer._batches_total = 0, steps
-    return trainer
+def _optimizer_step(optimizer_name: str, plan: dict, settings: SparseSettings, progress: float) -> torch.Tensor:
+    """One real optimizer step on a tiny net, then the sparsity update at ``progress``; the BatchNorm scales."""
+    net = _tiny_net()
+    opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) if optimizer_name == "SGD"
+           else torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0))
+    net(torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))).square().mean().backward()
+    opt.step()
+    SparsityPull(settings, plan).step_([net], progress)
+    return net[1].weight.detach().clone()
 
 
 @pytest.mark.parametrize("optimizer", ["SGD", "AdamW"])
@@ -97,19 +96,9 @@ def test_one_step_shrinks_the_planned_gammas_under_any_optimizer(optimizer):
     """The pull does not go through the optimizer: after the step, under SGD and AdamW alike (which would rescale an
     L1 subgradient to ~lr), the planned scales are the step's result times the schedule's ratio, the others as
     the step left them."""
-    def step(plan: dict) -> torch.Tensor:
-        net = _tiny_net()
-        opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) if optimizer == "SGD"
-               else torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0))
-        trainer = _stub_trainer(net, opt, plan, steps=4)
-        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-        net(x).square().mean().backward()
-        trainer._batches_done = 1  # a quarter of the run, zero_at = 0.5: the freed channels keep half
-        trainer.optimizer_step()
-        assert all(p.grad is None or not p.grad.any() for p in net.parameters())  # zero_grad ran
-        return net[1].weight.detach().clone()
-
-    dense, sparse = step({}), step({"1": [1, 2, 5]})
+    settings = SparseSettings(zero_at=0.5)
+    dense = _optimizer_step(optimizer, {}, settings, 0.25)
+    sparse = _optimizer_step(optimizer, {"1": [1, 2, 5]}, settings, 0.25)  # a quarter of the run: half kept
     torch.testing.assert_close(sparse[[1, 2, 5]], dense[[1, 2, 5]] * 0.5)
     torch.testing.assert_close(sparse[[0, 3, 4, 6, 7]], dense[[0, 3, 4, 6, 7]])
 
@@ -119,20 +108,16 @@ def test_one_l1_step_pulls_every_prunable_gamma_by_its_share_under_any_optimizer
     """``sparse_method="l1"``: after the optimizer step, every scale is soft-thresholded by l1_total x the share of
     the run the step covered, whatever the optimizer did to the gradient (AdamW would cap an L1 subgradient's
     step at ~lr)."""
-    def step(settings: SparseSettings | None) -> torch.Tensor:
-        net = _tiny_net()
-        opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) if optimizer == "SGD"
-               else torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0))
-        trainer = _stub_trainer(net, opt, {}, steps=4, settings=settings or SparseSettings("l1", l1_total=0.0))
-        net(torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))).square().mean().backward()
-        trainer._batches_done = 1  # the step covered a quarter of the run
-        trainer.optimizer_step()
-        return net[1].weight.detach().clone()
-
-    dense = step(None)
-    pulled = step(SparseSettings(sparse_method="l1", l1_total=1.6))  # 1.6 x 1/4 = 0.4 this step
+    dense = _optimizer_step(optimizer, {}, SparseSettings(sparse_method="l1", l1_total=0.0), 0.25)
+    pulled = _optimizer_step(optimizer, {}, SparseSettings(sparse_method="l1", l1_total=1.6), 0.25)  # 0.4 now
     torch.testing.assert_close(pulled, dense.sign() * (dense.abs() - 0.4).clamp_min(0))
     assert (pulled == 0).any() and (pulled != 0).any()
+
+
+def test_the_pull_resumes_where_the_schedule_was():
+    pull = SparsityPull(SparseSettings(zero_at=0.5), {})
+    pull.resume_at(0.25)
+    assert (pull.progress, pull.kept) == (0.25, 0.5)
 
 
 def test_plan_is_what_pruning_removes():

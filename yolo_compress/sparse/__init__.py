@@ -3,6 +3,7 @@
 from yolo_compress.sparse.settings import SparseSettings
 from yolo_compress.sparse.slimming import (
     GammaStats,
+    SparsityPull,
     gamma_stats,
     save_gamma_histogram,
     scale_channels_,
@@ -13,6 +14,7 @@ from yolo_compress.sparse.slimming import (
 __all__ = [
     "GammaStats",
     "SparseSettings",
+    "SparsityPull",
     "gamma_stats",
     "save_gamma_histogram",
     "scale_channels_",

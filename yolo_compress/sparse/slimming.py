@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from yolo_compress.models import prunable_batchnorms
+from yolo_compress.sparse.settings import SparseSettings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,6 +75,42 @@ def soft_threshold_(model_or_bns: BatchNorms, amount: float) -> None:
     """
     for bn in _as_batchnorms(model_or_bns):
         bn.weight.copy_(bn.weight.sign() * (bn.weight.abs() - amount).clamp_min(0))
+
+
+class SparsityPull:
+    """The sparsity update after each optimizer step, for one run (the trainer calls :meth:`step_`).
+
+    ``plan``: shrink the planned channels so their magnitude follows ``shrink_factor(progress, zero_at)`` (exactly
+    zero from ``zero_at`` on, whatever the optimizer did in between); ``l1``: soft-threshold every prunable scale by
+    ``l1_total`` times the share of the run since the last step.
+
+    Args:
+        settings: the stage's settings.
+        plan: BatchNorm name -> channel indices to free (``plan`` method).
+    """
+
+    def __init__(self, settings: SparseSettings, plan: dict[str, list[int]]) -> None:
+        self.settings, self.plan = settings, plan
+        self.kept, self.progress = 1.0, 0.0
+
+    def resume_at(self, progress: float) -> None:
+        """A resumed run's channels are already as small as the schedule wanted at ``progress``."""
+        self.progress, self.kept = progress, shrink_factor(progress, self.settings.zero_at)
+
+    @torch.no_grad()
+    def step_(self, models: list[nn.Module], progress: float) -> None:
+        """Apply the update for the run having reached ``progress`` to each of ``models`` (the live one, its EMA)."""
+        if self.settings.sparse_method == "l1":
+            amount = self.settings.l1_total * max(progress - self.progress, 0.0)
+            for model in models:
+                soft_threshold_(model, amount)
+        else:
+            kept = shrink_factor(progress, self.settings.zero_at)
+            ratio = kept / self.kept if self.kept > 0 else 0.0
+            for model in models:
+                scale_channels_(model, self.plan, ratio)
+            self.kept = kept
+        self.progress = progress
 
 
 @dataclass(frozen=True)
