@@ -39,7 +39,7 @@ def plan_segments(stages: Sequence[Stage], config: PipelineConfig) -> dict[str, 
     """Epochs and schedule segment of every running training stage.
 
     Raises:
-        CompressError: the budget leaves a stage less than one epoch, or the set epochs exceed it.
+        CompressError: the budget leaves a stage less than one epoch.
     """
     run = config.run
     chain = [s for s in lineage(stages) if in_budget(s)]
