@@ -50,7 +50,7 @@ atomic_write_bytes({str(target)!r}, os.urandom(20_000_000))
     assert proc.returncode == -9
     assert target.read_bytes() == b"v1"
     leftovers = [p for p in tmp_path.iterdir() if p != target]
-    assert len(leftovers) == 1 and leftovers[0].name.startswith(".big.pt.")
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".")  # hidden, never mistaken for weights
     assert remove_stale_temps(tmp_path) == leftovers and list(tmp_path.iterdir()) == [target]
 
 
@@ -206,10 +206,16 @@ def test_stale_temp_files_are_removed_and_damaged_manifest_rerun_skips_verified_
     CompressionPipeline(cfg).run()
     manifest = tmp_path / "o" / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[:100])
-    (tmp_path / "o" / ".finetune.pt.x1y2.tmp").write_bytes(b"partial")
+    killed = subprocess.run([sys.executable, "-c", (  # a writer killed before its rename, as in the test above
+        "import os, signal\nfrom yolo_compress.checkpoint import atomic_write_bytes\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"atomic_write_bytes({str(tmp_path / 'o' / 'finetune.pt')!r}, b'partial')")], timeout=120)
+    assert killed.returncode == -9
+    leftover = [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".finetune.pt")]
+    assert len(leftover) == 1
     result = CompressionPipeline(cfg).run()
     assert result.skipped == ["baseline", "prune", "finetune"] and result.ran == []
-    assert not (tmp_path / "o" / ".finetune.pt.x1y2.tmp").exists()
+    assert not leftover[0].exists()
     assert json.loads(manifest.read_text())["stages"]["finetune"]["status"] == "done"
     assert sum(p.numel() for p in load_model(tmp_path / "o" / "finetune.pt").parameters()) == sum(
         p.numel() for p in load_model(tmp_path / "o" / "prune.pt").parameters())  # the pruned shape, fine-tuned
