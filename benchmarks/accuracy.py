@@ -262,7 +262,7 @@ def write_report(summary: dict[str, Any], base: dict[str, float], a: argparse.Na
              "Produced by `benchmarks/accuracy.py` (every run in `accuracy_runs.json`: epochs per stage, seconds, "
              "load average). mAP50-95 of the final weights on the 500-image test split; the paired difference to "
              "(A) and its 95% t-interval over the same seeds. Every recipe of a section trains the same total "
-             "epochs after the baseline.", ""]
+             "epochs after the baseline. How to read it and what was tried: `accuracy_notes.md`.", ""]
     for dataset, budgets in summary.items():
         lines += [f"## {dataset} (baseline mAP50-95 on test: {base.get(dataset, float('nan')):.3f})", ""]
         for budget, ratios in sorted(budgets.items(), key=lambda kv: int(kv[0].rstrip("ep"))):
