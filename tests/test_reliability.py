@@ -255,3 +255,18 @@ def test_a_full_disk_is_one_line(base_pt, tiny_yaml, tmp_path, monkeypatch, caps
                  "--save", str(tmp_path / "out" / "p.pt")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "the disk is full writing out/p.pt; free space" in err[0]
+
+
+def test_too_little_disk_space_is_found_before_any_work(base_pt, tiny_yaml, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    from yolo_compress.cli import main
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 50 * 2**20, 50 * 2**20))
+    code = main(["run", "--weights", str(base_pt), "--data", str(tiny_yaml), "--imgsz", "64", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "only 50 MB free" in err[0] and "free at least 200 MB" in err[0]
+    assert not (tmp_path / "out").exists()
