@@ -140,6 +140,10 @@ class Stage(ABC):
         """The stage whose weights this one starts from, among the ``running`` ones."""
         return next((s for s in self.follows if s in running), None)
 
+    def start(self, done: dict[str, Path]) -> Path:
+        """The weights this stage starts from, among those of the stages ``done``."""
+        return done[self.starts_from(set(done)) or self.follows[-1]]
+
     @abstractmethod
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         """Files this stage reads, by role (``weights``, ``teacher``, ...), given earlier stages' weights."""

@@ -54,7 +54,7 @@ class DistillStage(TrainingStage):
         return super().starts_from(running)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": done[self.starts_from(set(done)) or "prune"], "teacher": done["baseline"]}
+        return {"weights": self.start(done), "teacher": done["baseline"]}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "distill_from": self.config.run.distill_from}

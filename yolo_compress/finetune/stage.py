@@ -62,7 +62,7 @@ class FinetuneStage(TrainingStage):
     follows = ("prune",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": done["prune"]}
+        return {"weights": self.start(done)}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         out = self.outputs()["weights"]

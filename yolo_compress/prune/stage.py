@@ -29,7 +29,7 @@ class PruneStage(Stage):
     follows = ("sparse", "baseline")
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": done.get("sparse", done["baseline"])}
+        return {"weights": self.start(done)}
 
     def check(self, model: nn.Module) -> None:
         """A speed-up target that cannot be reached fails now (a dry run on the baseline, seconds), not after

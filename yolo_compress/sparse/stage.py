@@ -73,7 +73,7 @@ class SparseStage(TrainingStage):
     follows = ("baseline",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": done["baseline"]}
+        return {"weights": self.start(done)}
 
     def _teacher(self) -> dict[str, Any]:
         """The distill stage's settings, when this stage distils (from its own input, the unpruned model); read by
