@@ -20,7 +20,7 @@ def test_pipeline_crash_resume_force_and_manifest(tiny_yaml, tmp_path, monkeypat
     from yolo_compress.patches.distill import DistillationTrainer
 
     out = tmp_path / "out"
-    cfg = load_config(data=str(tiny_yaml), out=str(out), loss="cwd", imgsz=64, batch=8, factor=0.5,
+    cfg = load_config(data=str(tiny_yaml), out=str(out), loss="cwd", imgsz=64, batch=8, factor=0.5, sparse=True,
                       baseline_epochs=1, sparse_epochs=1, finetune_epochs=1, distill_epochs=2)
     original = DistillationTrainer.save_model
 
@@ -188,7 +188,7 @@ def test_precedence_defaults_yaml_flags_and_set(tiny_yaml, tmp_path):
     config.write_text("zero_at: 0.3\nepochs: 3\nfactor: 0.2\nbatch: 8\nimgsz: 64\n")
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--weights", str(weights), "--data", str(tiny_yaml), "--out",
-                 str(out), "--zero-at", "0.7", "--set", "factor=0.4", "--no-compare"]) == 0
+                 str(out), "--sparse", "--zero-at", "0.7", "--set", "factor=0.4", "--no-compare"]) == 0
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     assert stages["sparse"]["settings"]["zero_at"] == 0.7 and stages["prune"]["settings"]["factor"] == 0.4
     assert stages["sparse"]["settings"]["batch"] == 8  # from the YAML, not the default 16

@@ -73,5 +73,5 @@ def test_the_bare_run_compresses_the_shipped_baseline_on_the_built_in_data(tmp_p
     pipeline = CompressionPipeline(load_config(out=str(tmp_path / "weights")))
     assert pipeline.ctx.config.run.weights == str(SHIPPED_BASELINE)
     assert pipeline.ctx.data.path.parent.name == "shapes" and pipeline.ctx.imgsz == 160
-    assert [s.name for s in pipeline.enabled()] == ["baseline", "sparse", "prune", "finetune", "distill", "compare"]
-    assert pipeline.budget() == {"sparse": 10, "distill": 10} and pipeline.ctx.final == "distill"
+    assert [s.name for s in pipeline.enabled()] == ["baseline", "prune", "finetune", "distill", "compare"]
+    assert pipeline.budget() == {"distill": 20} and pipeline.ctx.final == "distill"

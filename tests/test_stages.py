@@ -90,18 +90,19 @@ def _plan(**keys: Any) -> tuple[dict[str, Segment], dict[str, int]]:
 
 
 def test_budget_goes_to_the_stages_that_make_the_final_weights():
-    segments, used = _plan()
+    assert _plan()[1] == {"distill": 20}  # the default: prune + distillation
+    segments, used = _plan(sparse=True)
     assert used == {"sparse": 10, "distill": 10}
     assert segments["sparse"] == Segment(0, 10, 20) and segments["distill"] == Segment(10, 10, 20)
     assert segments["finetune"] == segments["distill"]  # the reference runs where distillation runs
     assert segments["baseline"] == Segment(0, 25, 25)  # outside the budget
-    assert _plan(sparse=False)[1] == {"distill": 20}  # the switched-off stage's epochs go on
-    assert _plan(distill=False)[1] == {"sparse": 10, "finetune": 10}
-    assert _plan(distill_from="finetune")[1] == {"sparse": 7, "finetune": 7, "distill": 6}
-    assert _plan(sparse_epochs=5, budget=30)[1] == {"sparse": 5, "distill": 25}
-    assert _plan(epochs=3)[1] == {"sparse": 3, "distill": 3} and _plan(epochs=3)[0]["baseline"].epochs == 3
+    assert _plan(sparse=True, distill=False)[1] == {"sparse": 10, "finetune": 10}  # a stage off hands its epochs on
+    assert _plan(sparse=True, distill_from="finetune")[1] == {"sparse": 7, "finetune": 7, "distill": 6}
+    assert _plan(sparse=True, sparse_epochs=5, budget=30)[1] == {"sparse": 5, "distill": 25}
+    three = _plan(sparse=True, epochs=3)
+    assert three[1] == {"sparse": 3, "distill": 3} and three[0]["baseline"].epochs == 3
     with pytest.raises(CompressError, match="budget 12 leaves 0 epochs for 1 stages"):
-        _plan(budget=12, sparse_epochs=12)
+        _plan(sparse=True, budget=12, sparse_epochs=12)
 
 
 def test_one_schedule_over_the_budget():
@@ -143,7 +144,7 @@ def test_benchmark_recipes_spend_exactly_the_budget(budget):
 
 def test_benchmark_refuses_a_recipe_off_budget():
     bench = _accuracy_benchmark()
-    config = bench.recipe_config({"sparse_epochs": 15, "distill_epochs": 10}, 20, 2.0, 0, Path("b.pt"),
+    config = bench.recipe_config({"sparse": True, "sparse_epochs": 15, "distill_epochs": 10}, 20, 2.0, 0, Path("b.pt"),
                                  Path("d.yaml"), Path("o"), {})
     spent = _plan(**config)[1]
     assert spent == {"sparse": 15, "distill": 10}
