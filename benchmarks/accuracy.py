@@ -41,7 +41,9 @@ WEIGHTS = ROOT.parent / "weights"
 # data set -> its generator keywords (train/val as the shipped baseline saw them, plus the test split) and baseline
 DATASETS = {
     "shapes": {"make": {"n_train": 200, "n_val": 50, "n_test": 500, "imgsz": 160, "seed": 0},
-               "baseline": WEIGHTS / "shapes-yolov8n.pt"},
+               "baseline": WEIGHTS / "shapes-yolov8n.pt", "kind": "shapes"},
+    "clutter": {"make": {"n_train": 600, "n_val": 100, "n_test": 500, "imgsz": 192, "seed": 0},
+                "baseline": WEIGHTS / "clutter-yolov8n.pt", "kind": "clutter"},
 }
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "A": ("prune (torch-pruning's group magnitude) + stock fine-tune",
@@ -108,11 +110,11 @@ class Bench:
         self.runs = load_runs()
 
     def data(self, name: str) -> Path:
-        from yolo_compress.data.synthetic import make_shapes_dataset
+        from yolo_compress.data import GENERATORS
 
         root = self.work / "data" / name
         if not (root / "data.yaml").is_file():
-            make_shapes_dataset(root, **DATASETS[name]["make"])
+            GENERATORS[DATASETS[name]["kind"]](root, **DATASETS[name]["make"])
         return root / "data.yaml"
 
     def run_one(self, dataset: str, budget: int, speed_up: float, recipe: str, seed: int) -> None:
@@ -123,6 +125,8 @@ class Bench:
 
         run_id = f"{self.a.tag}/{dataset}/{budget}ep/{speed_up:g}x/{recipe}/seed{seed}"
         baseline, data = DATASETS[dataset]["baseline"], self.data(dataset)
+        if not baseline.is_file():
+            raise SystemExit(f"{dataset}: no converged baseline at {baseline}; train it first (weights/README.md)")
         out = self.work / run_id
         keys = recipe_config(RECIPES[recipe][1], budget, speed_up, seed, baseline, data, out, self.a.overrides)
         config = load_config(**keys)
@@ -207,7 +211,7 @@ def baseline_maps(a: argparse.Namespace) -> dict[str, float]:
     out = {}
     for name in a.datasets:
         data = Path(a.work).resolve() / "data" / name / "data.yaml"
-        if data.is_file():
+        if data.is_file() and DATASETS[name]["baseline"].is_file():
             ds = resolve_data(data)
             out[name] = validate(DATASETS[name]["baseline"], ds, ds.imgsz, split="test")["mAP50-95"]
     return out
@@ -327,7 +331,8 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "work" / "accuracy"), help="data, weights and runs (cache)")
     ap.add_argument("--tag", default="main", help="run-id prefix; only 'main' is reported")
     ap.add_argument("--quick", action="store_true", help="budget 20, 2x, seeds 0-2, recipes A G default")
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", default=[d for d in DATASETS if DATASETS[d]["baseline"].is_file()],
+                    choices=list(DATASETS), help="default: every data set whose baseline is there")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--budgets", nargs="+", type=int, default=[20, 40])
     ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0])
