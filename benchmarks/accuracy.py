@@ -217,7 +217,7 @@ def baseline_maps(a: argparse.Namespace) -> dict[str, float]:
     return out
 
 
-BASELINE_EPOCHS = {"shapes": 120}  # how long each shipped baseline trained (weights/README.md)
+BASELINE_EPOCHS = {"shapes": 120, "clutter": 120}  # how long each shipped baseline trained (weights/README.md)
 GAIN = {"2x": 0.015, "3x": 0.03}  # the targets: the default over (A)
 
 
