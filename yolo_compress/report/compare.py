@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
@@ -78,6 +80,8 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     names = names or [p.stem for p in paths]
     onnx = [p for p in paths if p.suffix == ".onnx"]
     models = {p: load_model(p) for p in paths if p.suffix != ".onnx"}
+    for p in paths:  # before any measuring: every row scored on the same data
+        check_comparable(p, data, models.get(p))
     timed = dict(zip(models, measure_latency(list(models.values()), imgsz, rounds)))
     timed.update(zip(onnx, measure_onnx_latency(onnx, imgsz, rounds)) if onnx else {})
     latencies = [timed[p] for p in paths]
@@ -100,15 +104,14 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     return rows
 
 
-def check_comparable(path: str | Path, data: Dataset) -> None:
-    """A row's model must be of the dataset's task and classes (read from a ``.pt``, or from an ``.onnx`` file's
-    Ultralytics metadata), so every row is scored on the same data.
+def check_comparable(path: Path, data: Dataset, model: nn.Module | None = None) -> None:
+    """A row's model must be of the dataset's task and classes (read from the loaded ``model`` of a ``.pt``, or from
+    an ``.onnx`` file's Ultralytics metadata), so every row is scored on the same data.
 
     Raises:
         CompressError: another task or class count, or an ONNX file without Ultralytics metadata.
     """
-    path = Path(path)
-    if path.suffix == ".onnx":
+    if model is None:
         import ast
 
         import onnx
@@ -121,7 +124,6 @@ def check_comparable(path: str | Path, data: Dataset) -> None:
     else:
         from yolo_compress.models import class_count, task_of
 
-        model = load_model(path)
         task, nc = task_of(model), class_count(model)
     if task != data.task or nc != data.nc:
         raise CompressError(f"{path} is a {task} model of {nc} classes but {data.path} is {data.task} data with "
