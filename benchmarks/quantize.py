@@ -1,95 +1,206 @@
-"""INT8 vs fp32 in ONNX Runtime, for the baseline and the pruned + recovered model: mAP and batch-1 CPU latency.
+"""INT8 on every runtime, side by side with Ultralytics' own OpenVINO INT8 export of the same weights.
 
-mAP50-95 of every variant is measured by Ultralytics' validator on the built-in data (160 px). Latency is the
-median of interleaved runs (fp32 and INT8 of both models, and the fp32 baseline in PyTorch) at 1 and 2 threads, at
-160 px (the data's size) and 640 px (a typical deployment size). INT8 variants: static (calibrated) with the head
-decoding in float (the default), static with everything quantized, and dynamic. Run it alone on the machine.
+For the shipped baseline and a pruned + recovered model (a pipeline's final ``.pt``), at 160 px (the data's size)
+and 640 px (a typical deployment size), each of:
 
-    .venv/bin/python benchmarks/quantize.py --pruned weights/distill.pt --notes benchmarks/results/quantize_notes.md
+    pytorch fp32 | onnxruntime fp32 | onnxruntime int8 (ours, static) | openvino fp32 | openvino int8 (ours, static)
+    | openvino int8 (ours, accuracy-controlled, max drop 0.3 pt) | ultralytics-openvino int8
+    (``YOLO(w).export(format="openvino", int8=True, data=...)``: NNCF calibrated on the val split)
+
+mAP50-95 by Ultralytics' validator on the val split at the model's size (our INT8 calibrates on train images, never
+on val; Ultralytics' calibrates on val, the images that score it). Latency: batch-1 CPU, median of interleaved
+rounds over every model of one size, at 1 and 2 threads (PyTorch ``set_num_threads``, ONNX Runtime intra-op
+threads without spinning, OpenVINO ``LATENCY`` hint and ``INFERENCE_NUM_THREADS``). Writes
+``results/quantize.md`` and ``results/quantize.json`` (``rows``, ``targets``). Run it alone on the machine.
+
+    .venv/bin/python benchmarks/quantize.py --pruned path/to/distill.pt --notes benchmarks/results/quantize_notes.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import tempfile
+import platform
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
+SIZES = (160, 640)
+THREADS = (1, 2)
+MAX_DROP = 0.003
+ROUNDS = {160: 200, 640: 60}
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def build(name: str, weights: Path, size: int, work: Path, data: Any) -> tuple[dict[tuple[str, str], Path],
+                                                                              dict[tuple[str, str], float]]:
+    """Every variant of one model at one size, in its own folder (exports are written next to the weights), and the
+    seconds each quantization took."""
+    from ultralytics import YOLO
+
+    from yolo_compress.deploy.export import export
+    from yolo_compress.deploy.openvino import quantize_openvino
+    from yolo_compress.deploy.quantize import quantize_onnx
+    from yolo_compress.deploy.settings import QuantizeSettings
+
+    calibration = QuantizeSettings().calibration
+    folder = work / f"{name}-{size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    pt = folder / f"{name}.pt"
+    shutil.copyfile(weights, pt)
+    onnx = export(pt, "onnx", size, simplify=True)
+    ov = export(pt, "openvino", size)
+    out = {("pytorch", "fp32"): pt, ("onnxruntime", "fp32"): onnx, ("openvino", "fp32"): ov}
+    t0 = time.perf_counter()
+    out[("onnxruntime", "int8 static")] = quantize_onnx(onnx, data, size, calibration=calibration)
+    seconds = {("onnxruntime", "int8 static"): time.perf_counter() - t0}
+    for mode in ("static", "accuracy"):
+        t0 = time.perf_counter()
+        staged = quantize_openvino(ov, data, size, mode, calibration, max_drop=MAX_DROP)
+        seconds[("openvino", f"int8 {mode}")] = time.perf_counter() - t0
+        out[("openvino", f"int8 {mode}")] = staged.rename(staged.with_name(f"{name}_int8_{mode}_openvino_model"))
+    t0 = time.perf_counter()
+    ul = YOLO(str(pt)).export(format="openvino", int8=True, data=str(data.path), imgsz=size, device="cpu")
+    seconds[("ultralytics-openvino", "int8")] = time.perf_counter() - t0
+    out[("ultralytics-openvino", "int8")] = Path(ul)
+    return out, seconds
+
+
+def runner(runtime: str, path: Path, size: int, threads: int) -> Any:
+    from yolo_compress.checkpoint import load_model
+    from yolo_compress.report.measure import onnx_runner, openvino_runner, pytorch_runner
+
+    if runtime == "pytorch":
+        return pytorch_runner(load_model(path), size)
+    if runtime == "onnxruntime":
+        return onnx_runner(path, size, threads)
+    return openvino_runner(path, size, threads)
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets on the measured rows; "our best INT8" is the accuracy-controlled OpenVINO model."""
+    def row(model: str, runtime: str, mode: str, size: int) -> dict[str, Any]:
+        key = (model, runtime, mode, size)
+        return next(r for r in rows if (r["model"], r["runtime"], r["mode"], r["imgsz"]) == key)
+
+    def ms(model: str, runtime: str, mode: str, size: int, threads: int) -> float:
+        return row(model, runtime, mode, size)["ms"][str(threads)]
+
+    out = []
+    best = ("openvino", "int8 accuracy")
+    for model in ("baseline", "pruned"):
+        fp32 = row(model, "openvino", "fp32", 160)["map"]
+        ours = row(model, *best, 160)["map"]
+        ul = row(model, "ultralytics-openvino", "int8", 160)["map"]
+        drop, ul_drop = fp32 - ours, fp32 - ul
+        out.append({"target": f"{model}: mAP50-95 drop of our best INT8 <= 0.3 pt (160 px, vs OpenVINO fp32)",
+                    "measured": f"{100 * drop:+.2f} pt ({fp32:.4f} -> {ours:.4f})", "met": bool(drop <= 0.003)})
+        out.append({"target": f"{model}: our best INT8 loses no more than Ultralytics' OpenVINO INT8",
+                    "measured": f"ours {100 * drop:+.2f} pt, Ultralytics {100 * ul_drop:+.2f} pt",
+                    "met": bool(drop <= ul_drop)})
+        ort = ms(model, "onnxruntime", "fp32", 160, 2) / ms(model, *best, 160, 2)
+        out.append({"target": f"{model}: our best INT8 >= 1.4x over ONNX Runtime fp32 (160 px, 2 threads)",
+                    "measured": f"{ort:.2f}x", "met": bool(ort >= 1.4)})
+        for size in SIZES:
+            for threads in THREADS:
+                mine, theirs = ms(model, *best, size, threads), ms(model, "ultralytics-openvino", "int8", size, threads)
+                out.append({"target": f"{model}: faster than Ultralytics' OpenVINO INT8 ({size} px, {threads} thr)",
+                            "measured": f"{mine:.2f} vs {theirs:.2f} ms", "met": bool(mine < theirs)})
+        for threads in THREADS:
+            gain = ms(model, "openvino", "fp32", 640, threads) / ms(model, *best, 640, threads)
+            out.append({"target": f"{model}: >= 1.5x over OpenVINO fp32 at 640 px ({threads} thr)",
+                        "measured": f"{gain:.2f}x", "met": bool(gain >= 1.5)})
+    gain = ms("baseline", "pytorch", "fp32", 640, 1) / ms("pruned", *best, 640, 1)
+    out.append({"target": "pruned + INT8 >= 4x faster than the PyTorch fp32 baseline (640 px, 1 thread)",
+                "measured": f"{gain:.2f}x", "met": bool(gain >= 4)})
+    return out
 
 
 def main() -> None:
     import torch
 
-    from yolo_compress.checkpoint import atomic_write_bytes, load_model
+    from yolo_compress.checkpoint import atomic_write_bytes
     from yolo_compress.data import SHIPPED_BASELINE
     from yolo_compress.dataset import resolve_data
-    from yolo_compress.deploy.export import export
-    from yolo_compress.deploy.quantize import quantize_onnx
-    from yolo_compress.models import gflops
-    from yolo_compress.report.measure import measure_latency, measure_onnx_latency
+    from yolo_compress.patches import runtime
+    from yolo_compress.report.measure import time_interleaved
     from yolo_compress.validation import validate
 
+    runtime.apply()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default=str(SHIPPED_BASELINE))
-    ap.add_argument("--pruned", default="weights/distill.pt", help="a pruned + recovered model (pipeline output)")
-    ap.add_argument("--rounds", type=int, default=100)
-    ap.add_argument("--notes", default="", help="text or file appended to the results (targets, what was tried)")
+    ap.add_argument("--pruned", required=True, help="a pruned + recovered model (a pipeline's final .pt)")
+    ap.add_argument("--data", default=None, help="data yaml (default: the built-in shapes set)")
+    ap.add_argument("--work", default=str(ROOT / "work" / "quantize"))
+    ap.add_argument("--notes", default="", help="file appended to the results (what was tried)")
     a = ap.parse_args()
-    data = resolve_data(None)
-    load0 = os.getloadavg()
-    rows, files = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, src in (("baseline", Path(a.baseline)), ("pruned", Path(a.pruned))):
-            pt = Path(tmp) / f"{name}.pt"
-            pt.write_bytes(src.read_bytes())
-            for size in (160, 640):
-                folder = Path(tmp) / f"{size}"
-                folder.mkdir(exist_ok=True)
-                (folder / pt.name).write_bytes(pt.read_bytes())
-                onnx = export(folder / pt.name, "onnx", size, simplify=True)
-                files[(name, size, "fp32")] = onnx
-                files[(name, size, "int8")] = quantize_onnx(onnx, data, size)
-                if size == 160:
-                    for variant, kw in (("int8, all quantized", {"float_head": False}),
-                                        ("int8 dynamic", {"mode": "dynamic"})):
-                        staged = folder / f"{name}_{variant.split()[-1]}.onnx"
-                        staged.write_bytes(onnx.read_bytes())
-                        files[(name, size, variant)] = quantize_onnx(staged, data, size, **kw)
-            files[(name, 160, "pytorch")] = pt
-        for (name, size, kind), path in files.items():
-            if size == 160:
-                m = validate(path, data, 160)["mAP50-95"]
-                rows.append({"model": name, "variant": kind, "mAP50-95": m,
-                             "gflops": gflops(load_model(files[(name, 160, "pytorch")]), 160),
-                             "size_mb": path.stat().st_size / 2**20})
-        latency = {}
-        for threads in (1, 2):
+    data = resolve_data(a.data)
+    work = Path(a.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    load0, t_start = os.getloadavg(), time.time()
+    files: dict[tuple[str, int, str, str], Path] = {}
+    seconds: dict[tuple[str, int, str, str], float] = {}
+    for name, weights in (("baseline", Path(a.baseline)), ("pruned", Path(a.pruned))):
+        for size in SIZES:
+            made, took = build(name, weights, size, work, data)
+            files.update({(name, size, *k): v for k, v in made.items()})
+            seconds.update({(name, size, *k): v for k, v in took.items()})
+    rows = []
+    for (name, size, rt, mode), path in files.items():
+        m = validate(path, data, size)
+        rows.append({"model": name, "runtime": rt, "mode": mode, "imgsz": size, "map": m["mAP50-95"],
+                     "map50": m["mAP50"], "ms": {}, "path": str(path.relative_to(work)),
+                     "quantize_seconds": round(seconds.get((name, size, rt, mode), 0.0), 1)})
+    load_timing = os.getloadavg()
+    for size in SIZES:
+        keys = [k for k in files if k[1] == size]
+        for threads in THREADS:
             torch.set_num_threads(threads)
-            for size in (160, 640):
-                onnx_keys = [k for k in files if k[1] == size and k[2] != "pytorch"]
-                times = measure_onnx_latency([files[k] for k in onnx_keys], size, a.rounds, threads=threads)
-                latency.update({(k, threads): t for k, t in zip(onnx_keys, times)})
-                base = load_model(files[("baseline", 160, "pytorch")])
-                latency[(("baseline", size, "pytorch"), threads)] = measure_latency([base], size, a.rounds)[0]
-    lines = ["# INT8 quantization (ONNX Runtime) vs fp32", "",
-             f"Baseline `{Path(a.baseline).name}`, pruned + recovered `{a.pruned}`; built-in shapes data; mAP50-95 by "
-             "Ultralytics' validator at 160 px; batch-1 CPU latency, median of "
-             f"{a.rounds} interleaved runs; load average before {load0[0]:.2f}, after {os.getloadavg()[0]:.2f}. "
-             "Produced by `benchmarks/quantize.py`.", "",
-             "| model | variant | mAP50-95 | GFLOPs@160 | size MB |", "|---|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['variant']} | {r['mAP50-95']:.3f} | {r['gflops']:.3f} | {r['size_mb']:.2f} |"
-              for r in rows]
-    lines += ["", "| model | variant | px | threads | ms | speed-up vs its fp32 ONNX | vs baseline fp32 PyTorch |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    for (key, threads), ms in sorted(latency.items(), key=lambda kv: (kv[0][0][1], kv[0][1], kv[0][0][0])):
-        name, size, kind = key
-        fp32 = latency.get(((name, size, "fp32"), threads))
-        torch_base = latency[(("baseline", size, "pytorch"), threads)]
-        rel = f"{fp32 / ms:.2f}" if fp32 and kind != "pytorch" else "-"
-        lines.append(f"| {name} | {kind} | {size} | {threads} | {ms:.2f} | {rel} | {torch_base / ms:.2f} |")
+            runners = [runner(k[2].removeprefix("ultralytics-"), files[k], size, threads) for k in keys]
+            times = time_interleaved(runners, ROUNDS[size], warmup=5)
+            del runners
+            for k, t in zip(keys, times):
+                next(r for r in rows if (r["model"], r["imgsz"], r["runtime"], r["mode"]) == k)["ms"][str(threads)] = t
+    targets = check_targets(rows)
+    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": round(load0[0], 2),
+            "load_before_timing": round(load_timing[0], 2), "load_after": round(os.getloadavg()[0], 2),
+            "rounds": ROUNDS, "calibration_images": "up to the calibration setting, train split",
+            "max_drop": MAX_DROP, "seconds": round(time.time() - t_start), "baseline": Path(a.baseline).name,
+            "pruned": str(a.pruned), "data": str(data.path)}
+    atomic_write_bytes(ROOT / "results" / "quantize.json",
+                       json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=1).encode())
+    lines = ["# INT8 on ONNX Runtime and OpenVINO, side by side with Ultralytics' OpenVINO INT8", "",
+             f"Produced by `benchmarks/quantize.py` in one run ({meta['seconds']} s) on {meta['cpu']} "
+             f"({meta['cores']} cores); load average {meta['load_before']} before, {meta['load_before_timing']} "
+             f"before timing, {meta['load_after']} after. Baseline `{meta['baseline']}`, pruned `{a.pruned}`. "
+             "mAP50-95: Ultralytics' validator, val split, at the model's size. Latency: batch-1 CPU ms, median of "
+             f"{ROUNDS[160]} (160 px) / {ROUNDS[640]} (640 px) interleaved rounds. Our INT8 calibrates on train "
+             "images; Ultralytics' on the val split that scores it.", "",
+             "| model | px | runtime | mode | mAP50-95 | drop vs fp32 (same runtime) | ms 1 thr | ms 2 thr | "
+             "speed-up vs fp32 (same runtime, 1 / 2 thr) | quantize s |",
+             "|---|---:|---|---|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        base_rt = "openvino" if r["runtime"] == "ultralytics-openvino" else r["runtime"]
+        fp32 = next(x for x in rows if (x["model"], x["imgsz"], x["runtime"], x["mode"]) == (
+            r["model"], r["imgsz"], base_rt, "fp32"))
+        drop = f"{100 * (fp32['map'] - r['map']):+.2f} pt" if r["mode"] != "fp32" else ""
+        gain = " / ".join(f"{fp32['ms'][t] / r['ms'][t]:.2f}x" for t in ("1", "2")) if r["mode"] != "fp32" else ""
+        lines.append(f"| {r['model']} | {r['imgsz']} | {r['runtime']} | {r['mode']} | {r['map']:.4f} | {drop} | "
+                     f"{r['ms']['1']:.2f} | {r['ms']['2']:.2f} | {gain} | {r['quantize_seconds'] or ''} |")
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in targets]
     notes = Path(a.notes).read_text() if a.notes and Path(a.notes).is_file() else a.notes
-    text = "\n".join(lines) + "\n" + notes
+    text = "\n".join(lines) + "\n\n" + notes
     atomic_write_bytes(ROOT / "results" / "quantize.md", text.encode())
     print(text)
 

@@ -17,6 +17,11 @@ Ultralytics and torch itself). Everything here changes process state, not Ultral
   ``disable_telemetry_events()`` does not stop either (measured with strace, ONNX Runtime 1.32).
 * ``MPLCONFIGDIR`` defaults to that config dir too, so matplotlib (imported by Ultralytics) writes its font cache
   there, not under ``~/.config`` / ``~/.cache``.
+* OpenVINO's and NNCF's telemetry (``openvino_telemetry``, used by ``openvino.convert_model`` and
+  ``nncf.quantize``) sends events to Google Analytics unless a consent file under ``~/intel`` says no: with no
+  file and no dialog it counts as consent. :func:`decline_openvino_telemetry` replaces
+  ``openvino_telemetry.utils.opt_in_checker.OptInChecker.check`` (checked on openvino-telemetry 2025.2.0) by a
+  function that declines, for this process only; nothing is written under HOME.
 * :func:`check_version` warns when the installed Ultralytics is outside the range the seam was checked on.
 * ``ultralytics.utils.torch_utils.NUM_THREADS`` (read by ``select_device``, which calls
   ``torch.set_num_threads(NUM_THREADS)`` on CPU) is raised from ``cpu_count - 1`` to all cores.
@@ -83,9 +88,25 @@ def apply() -> None:
     from ultralytics.utils import USER_CONFIG_DIR, torch_utils
 
     install_local_font(Path(USER_CONFIG_DIR))
+    decline_openvino_telemetry()
     torch_utils.NUM_THREADS = os.cpu_count() or 1
     check_version()
     _applied = True
+
+
+def decline_openvino_telemetry() -> bool:
+    """Make OpenVINO's telemetry see a declined consent (see the module docstring); False when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino_telemetry") is None:
+        return False
+    from openvino_telemetry.utils import opt_in_checker
+
+    def check(self: object, enable_opt_in_dialog: bool = True, disable_in_ci: bool = False) -> object:
+        return opt_in_checker.ConsentCheckResult.DECLINED
+
+    opt_in_checker.OptInChecker.check = check
+    return True
 
 
 def check_version() -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +106,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
     "unknown_format": (lambda f: ["export", "--weights", str(f["w"]), "--format", "foo"], "o"),
     "quantize_format": (lambda f: ["quantize", "--weights", str(f["w"]), "--data", str(f["data"]), "--format",
                                    "tflite"], "o"),
+    "openvino_missing": (lambda f: ["quantize", "--weights", str(f["w"]), "--data", str(f["data"]), "--format",
+                                    f["hide"]("openvino")], "o"),
     "layers_without_cv2": (lambda f: ["distill", "--weights", str(f["w"]), "--data", str(f["data"]), "--teacher",
                                       str(f["w"]), "--loss", "cwd", "--distill-layers", "0", "--save", "o/x.pt"], "o"),
     "save_is_folder": (lambda f: ["train", "--weights", str(f["w"]), "--data", str(f["data"]), "--save",
@@ -135,10 +138,15 @@ def test_the_readme_table_and_the_cases_agree():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_ends_in_one_line_that_names_the_fix(case, files, capsys):
+def test_bad_input_ends_in_one_line_that_names_the_fix(case, files, capsys, monkeypatch):
     expected = readme_cases()[case]
     build, output = CASES[case]
-    argv = build(files)
+
+    def hide(package: str) -> str:  # as if the package were not installed: importing it raises ImportError
+        monkeypatch.setitem(sys.modules, package, None)
+        return package
+
+    argv = build({**files, "hide": hide})
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("yolo-compress: error: "), err

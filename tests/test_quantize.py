@@ -34,7 +34,7 @@ def _top_boxes(session, x: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarr
 def test_int8_model_finds_the_same_boxes(shapes, tmp_path):
     import onnxruntime as ort
 
-    from yolo_compress.deploy.quantize import preprocess
+    from yolo_compress.deploy.calibration import preprocess
     from yolo_compress.relations import box_iou
 
     weights = tmp_path / "base.pt"
@@ -66,7 +66,8 @@ def test_quantize_stage_resumes_and_adds_report_rows(shapes, tmp_path):
     assert len(manifest["quantize"]["outputs"]["int8"]["sha256"]) == 64
     rows = {r["name"]: r for r in first.rows}
     assert list(rows) == ["baseline", "prune", "prune.onnx", "prune-int8.onnx"]
-    assert rows["prune-int8.onnx"]["runtime"] == "onnxruntime" and rows["prune"]["runtime"] == "pytorch"
+    assert rows["prune-int8.onnx"]["runtime"] == "onnxruntime-int8" and rows["prune"]["runtime"] == "pytorch"
+    assert rows["prune.onnx"]["runtime"] == "onnxruntime"
     assert rows["prune-int8.onnx"]["size_mb"] < 0.5 * rows["prune.onnx"]["size_mb"]
     again = CompressionPipeline(cfg).run()
     assert again.ran == [] and again.skipped == first.ran
@@ -74,10 +75,10 @@ def test_quantize_stage_resumes_and_adds_report_rows(shapes, tmp_path):
 
 def test_quantize_bad_input(shapes, tmp_path):
     from yolo_compress.dataset import Dataset
-    from yolo_compress.deploy.quantize import calibration_images
+    from yolo_compress.deploy.calibration import calibration_images
 
     pm = PruneModel("yolov8n.yaml", data=shapes)
-    with pytest.raises(CompressError, match="supports onnx, not 'engine'"):
+    with pytest.raises(CompressError, match="supports onnx, openvino, not 'engine'"):
         pm.quantize(format="engine")
     with pytest.raises(CompressError, match="nothing saved to quantize"):
         pm.quantize()

@@ -151,23 +151,25 @@ class PruneModel:
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
                 rounds: int = 30) -> list[Row]:
-        """Params, GFLOPs, accuracy, size and CPU latency of each checkpoint (first row = reference).
+        """Params, GFLOPs, accuracy, size and CPU latency of each model (first row = reference): ``.pt`` in PyTorch,
+        ``.onnx`` in ONNX Runtime, OpenVINO folders in OpenVINO.
 
         Writes ``compare.md``, ``compare.csv`` and ``compare.png`` to ``out_dir``.
         """
+        from yolo_compress.deploy.openvino import is_openvino
         from yolo_compress.report import compare, write_report
         from yolo_compress.training import writable_dir
 
-        missing = [str(w) for w in weights if not Path(w).is_file()]
+        missing = [str(w) for w in weights if not (Path(w).is_file() or is_openvino(Path(w)))]
         if missing:
-            raise CompressError(f"weights not found: {missing}; pass existing .pt files")
+            raise CompressError(f"weights not found: {missing}; pass existing .pt / .onnx files or OpenVINO folders")
         out = writable_dir(out_dir)
         rows = compare(weights, self.data, self.imgsz, names=names, rounds=rounds)
         write_report([r.flat() for r in rows], out)
         return rows
 
     def export(self, format: str = "onnx", **kwargs: Any) -> Path:
-        """Export the current weights with Ultralytics (ONNX or TorchScript, at the model's image size)."""
+        """Export the current weights with Ultralytics (ONNX, TorchScript or OpenVINO, at the model's image size)."""
         from yolo_compress.deploy.export import export
 
         if self.weights is None:
@@ -175,23 +177,22 @@ class PruneModel:
         return export(self.weights, format, kwargs.pop("imgsz", self.imgsz), **kwargs)
 
     def quantize(self, format: str = "onnx", **settings: Any) -> Path:
-        """INT8 ONNX model of the current weights (exported to ONNX first when there is no export yet).
+        """INT8 model of the current weights for ONNX Runtime (``format="onnx"``: ``*-int8.onnx``) or OpenVINO
+        (``"openvino"``: ``*_int8_openvino_model/``), next to the weights; the fp32 export is made first when there
+        is none newer than the weights.
 
-        Settings (``QuantizeSettings``): ``quantize_mode`` (``static``: calibrated on ``calibration`` train images,
-        or ``dynamic``), ``float_head``. Returns the ``*-int8.onnx`` path, next to the weights.
+        Settings (``QuantizeSettings``): ``quantize_mode`` (``static``: calibrated on ``calibration`` train images;
+        ``dynamic``, ONNX only; ``accuracy``, OpenVINO only: within ``max_drop`` mAP50-95), ``float_head``,
+        ``float_layers``.
         """
-        from yolo_compress.deploy.export import export, exported_path
-        from yolo_compress.deploy.quantize import check_quantizable, quantize_onnx
+        from yolo_compress.deploy.quantize import check_quantizable, quantize_weights
         from yolo_compress.deploy.settings import QuantizeSettings
 
-        check_quantizable(format)
         config, _ = _split(QuantizeSettings, settings, rest_allowed=False)
+        check_quantizable(format, config.quantize_mode)
         if self.weights is None:
             raise CompressError("nothing saved to quantize yet; train or prune first (or load a .pt)")
-        onnx = exported_path(self.weights, "onnx")
-        if not onnx.is_file() or onnx.stat().st_mtime < self.weights.stat().st_mtime:
-            onnx = export(self.weights, "onnx", self.imgsz)
-        return quantize_onnx(onnx, self.data, self.imgsz, config.quantize_mode, config.calibration, config.float_head)
+        return quantize_weights(self.weights, format, self.data, self.imgsz, config)
 
     # ---- relations ---------------------------------------------------------------------------------------------
     def predict(self, source: str | Path, save: bool = True, save_dir: str | Path = "runs/predict",

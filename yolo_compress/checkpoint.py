@@ -54,6 +54,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def atomic_replace_dir(staged: Path, target: Path) -> Path:
+    """Move the finished folder ``staged`` (on the same file system) to ``target``, replacing an older one.
+
+    The old folder is renamed aside first and deleted after the move, so ``target`` is always a whole model: the
+    old one, or the new one (or, killed between the two renames, absent with the old one kept aside).
+    """
+    import shutil
+
+    aside = target.with_name(f".{target.name}.old")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if target.exists():
+        os.replace(target, aside)
+    os.replace(staged, target)
+    shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temp files an interrupted run left in ``folder``: :func:`atomic_write_bytes`'s ``.<name>.*.tmp`` and a
     training stage's starting checkpoint ``.<stem>.init.tmp.pt``."""

@@ -118,19 +118,20 @@ def _add_stages(sub: Any) -> None:
 
 
 def _add_deploy(sub: Any) -> None:
-    from yolo_compress.deploy.settings import FORMATS, QuantizeSettings
+    from yolo_compress.deploy.settings import FORMATS, QUANTIZE_FORMATS, QuantizeSettings
 
     p = sub.add_parser("compare", help="params, GFLOPs, accuracy and latency of several checkpoints")
-    p.add_argument("weights", nargs="+", help=".pt files, reference first")
+    p.add_argument("weights", nargs="+", help=".pt / .onnx files or OpenVINO folders, reference first")
     p.add_argument("--data")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png (default weights)")
     p = sub.add_parser("export", help="export a checkpoint next to it")
     _model_args(p)
     p.add_argument("--format", default="onnx", choices=FORMATS)
-    p = sub.add_parser("quantize", help="INT8 ONNX model of a checkpoint (exported first when needed)")
+    p = sub.add_parser("quantize", help="INT8 model of a checkpoint for ONNX Runtime or OpenVINO (exported first "
+                       "when needed)")
     _model_args(p)
-    p.add_argument("--format", default="onnx", help="only onnx is supported")
+    p.add_argument("--format", default="onnx", help=f"the runtime's format: {' or '.join(QUANTIZE_FORMATS)}")
     QuantizeSettings.add_arguments(p, only=[k for k in QuantizeSettings.field_names() if k != "quantize"])
 
 

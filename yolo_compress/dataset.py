@@ -128,7 +128,7 @@ def _list_images(entry: Path) -> list[Path]:
     return []
 
 
-def _label_file(image: Path) -> Path:
+def label_file(image: Path) -> Path:
     """Ultralytics' ``img2label_paths``: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
     parts = image.parts
     if "images" not in parts:
@@ -151,7 +151,7 @@ def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
     for image in images:
         if image in unreadable:
             continue
-        label = _label_file(image)
+        label = label_file(image)
         if not label.is_file():
             continue
         rows = [r.split() for r in label.read_text(errors="replace").splitlines() if r.strip()]
@@ -260,7 +260,7 @@ def data_fingerprint(data: Dataset) -> str:
     for split in ("train", "val"):
         images = split_images(data, split) if data.task == "classify" or data.path.is_file() else []
         for image in images:
-            files = [image] if data.task == "classify" else [image, _label_file(image)]
+            files = [image] if data.task == "classify" else [image, label_file(image)]
             for f in files:
                 stat = f.stat() if f.is_file() else None
                 digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else f"{f}:-\n".encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,15 @@ VERSION = 2
 
 
 def file_record(path: str | Path) -> dict[str, str]:
-    """Path and SHA-256 of a file."""
+    """Path and SHA-256 of a file, or of a folder's files (an OpenVINO model: names and contents, sorted)."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        if file != path:
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(partial(f.read, 1 << 20), b""):
+                digest.update(chunk)
     return {"path": str(path), "sha256": digest.hexdigest()}
 
 
@@ -66,7 +71,7 @@ class Manifest:
         rec = self.stages.get(stage)
         if not rec or rec.get("status") != "done" or rec.get("sources") != sources or rec.get("settings") != settings:
             return False
-        return all(Path(o["path"]).is_file() and file_record(o["path"]) == o for o in rec["outputs"].values())
+        return all(Path(o["path"]).exists() and file_record(o["path"]) == o for o in rec["outputs"].values())
 
     def started(self, stage: str, sources: dict[str, dict[str, str]], settings: dict[str, Any]) -> bool:
         """Record a stage start; True when the same stage with the same sources was interrupted before."""

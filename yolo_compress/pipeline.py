@@ -142,8 +142,8 @@ class CompressionPipeline:
             for role, path in stage.outputs().items():
                 if role == "weights" and stage.makes_weights:
                     result.weights[stage.name] = path
-                elif path.suffix == ".onnx":
-                    result.weights[path.name] = path  # a report row of its own: distill.onnx, distill-int8.onnx
+                elif path.suffix == ".onnx" or path.name.endswith("_openvino_model"):
+                    result.weights[path.name] = path  # a row of its own: distill.onnx, distill_int8_openvino_model
         if "compare" in self.manifest.stages:
             result.rows = self.manifest.stages["compare"].get("rows", [])
         return result

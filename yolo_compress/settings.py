@@ -49,6 +49,10 @@ def unit_open(v: Any) -> bool:
     return 0 < v < 1
 
 
+def fraction(v: Any) -> bool:
+    return 0 <= v < 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Base of every stage's settings. Construction type-checks each field and runs its check.

@@ -1,4 +1,4 @@
-"""Export a checkpoint with Ultralytics' exporter, to a single file next to it."""
+"""Export a checkpoint with Ultralytics' exporter, next to it: one file (ONNX, TorchScript) or an OpenVINO folder."""
 
 from __future__ import annotations
 
@@ -8,25 +8,42 @@ from typing import Any
 from yolo_compress.deploy.settings import FORMATS
 from yolo_compress.errors import CompressError
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}  # one per name in FORMATS
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}  # the single-file formats of FORMATS
 
 
 def check_format(format: str) -> str:
-    """Raises: CompressError for a format yolo-compress does not export to a single file."""
+    """Raises: CompressError for a format yolo-compress does not export to, or OpenVINO when it is not installed."""
     if format not in FORMATS:
         raise CompressError(f"export format {format!r} is not supported; use one of {', '.join(FORMATS)}")
+    if format == "openvino":
+        from yolo_compress.deploy.openvino import check_openvino
+
+        check_openvino()
     return format
 
 
 def exported_path(weights: Path, format: str) -> Path:
-    """Where Ultralytics writes the export of ``weights``: same folder and stem."""
-    return weights.with_suffix(SUFFIXES[check_format(format)])
+    """Where Ultralytics writes the export of ``weights``: same folder and stem (``distill.onnx``,
+    ``distill_openvino_model/``)."""
+    if check_format(format) == "openvino":
+        from yolo_compress.deploy.openvino import openvino_dir
+
+        return openvino_dir(weights)
+    return weights.with_suffix(SUFFIXES[format])
 
 
 def export(weights: str | Path, format: str, imgsz: int, **kwargs: Any) -> Path:
-    """Export ``weights`` (a ``.pt``) to ``format`` at ``imgsz`` on the CPU; returns the written file."""
+    """Export ``weights`` (a ``.pt``) to ``format`` at ``imgsz`` on the CPU; returns the written file or folder."""
     from ultralytics import YOLO
 
     check_format(format)
     kwargs.setdefault("device", "cpu")
     return Path(YOLO(str(weights)).export(format=format, imgsz=imgsz, **kwargs))
+
+
+def fresh_export(weights: Path, format: str, imgsz: int) -> Path:
+    """The export of ``weights`` next to them, made again when missing or older than the weights."""
+    path = exported_path(weights, format)
+    if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
+        path = export(weights, format, imgsz)
+    return path

@@ -1,4 +1,5 @@
-"""Post-training INT8 quantization of an exported ONNX model with ONNX Runtime's quantization tools.
+"""Post-training INT8 quantization of an exported model: ONNX with ONNX Runtime's quantization tools (here), OpenVINO
+with NNCF (:mod:`yolo_compress.deploy.openvino`); :func:`quantize_weights` picks by format.
 
 Static quantization (the default) calibrates activation ranges on images of the dataset's train split, preprocessed
 as Ultralytics preprocesses for inference (letterbox to the square input, RGB, /255), with per-channel int8
@@ -16,18 +17,29 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_compress.dataset import Dataset, split_images
-from yolo_compress.deploy.settings import MODES
+from yolo_compress.dataset import Dataset
+from yolo_compress.deploy.calibration import calibration_images, preprocess
+from yolo_compress.deploy.settings import QUANTIZE_FORMATS, QuantizeSettings
 from yolo_compress.errors import CompressError
 
 LOGGER = logging.getLogger(__name__)
-QUANTIZE_FORMATS = ("onnx",)
+ONNX_MODES = ("static", "dynamic")
 
 
-def check_quantizable(format: str = "onnx") -> None:
-    """Raises: CompressError for a format other than ONNX, or when ONNX Runtime is not installed."""
+def check_quantizable(format: str = "onnx", mode: str = "static") -> None:
+    """Raises: CompressError for a format or mode the runtime's quantizer lacks, or when it is not installed."""
     if format not in QUANTIZE_FORMATS:
         raise CompressError(f"INT8 quantization supports {', '.join(QUANTIZE_FORMATS)}, not {format!r}")
+    if format == "openvino":
+        from yolo_compress.deploy.openvino import check_openvino
+
+        if mode == "dynamic":
+            raise CompressError("quantize_mode=dynamic is ONNX Runtime's; OpenVINO INT8 takes static or accuracy")
+        check_openvino(int8=True)
+        return
+    if mode not in ONNX_MODES:
+        raise CompressError(f"quantize_mode={mode!r} is OpenVINO's (NNCF); use --format openvino, or static or "
+                            "dynamic for ONNX")
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
@@ -39,44 +51,44 @@ def int8_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
 
 
-def calibration_images(data: Dataset, count: int) -> list[Path]:
-    """Up to ``count`` images of the train split, evenly spread over it (sorted, so the choice is reproducible).
+def int8_output(weights: Path, format: str) -> Path:
+    """Where :func:`quantize_weights` writes the INT8 model of ``weights``."""
+    from yolo_compress.deploy.export import exported_path
+    from yolo_compress.deploy.openvino import openvino_dir
 
-    Raises:
-        CompressError: the split has no images.
-    """
-    images = split_images(data, "train")
-    if not images:
-        raise CompressError(f"no calibration images in the train split of {data.path}; static INT8 quantization "
-                            "needs them (or use --quantize-mode dynamic)")
-    step = max(len(images) // count, 1)
-    return images[::step][:count]
+    return openvino_dir(weights, int8=True) if format == "openvino" else int8_path(exported_path(weights, "onnx"))
 
 
-def preprocess(path: Path, imgsz: int, task: str) -> np.ndarray:
-    """One image as the exported model takes it: (1, 3, imgsz, imgsz) float32 RGB in [0, 1].
+def quantize_weights(weights: Path, format: str, data: Dataset, imgsz: int, s: QuantizeSettings) -> Path:
+    """INT8 model of a ``.pt`` for ``format``'s runtime, next to it; its fp32 export is made first when missing or
+    older than the weights."""
+    from yolo_compress.deploy.export import fresh_export
 
-    Detectors get Ultralytics' inference letterbox (aspect kept, grey 114 padding); classifiers a resize of the
-    centre crop, as Ultralytics' classification transforms do.
-    """
-    import cv2
-    from ultralytics.data.augment import LetterBox
+    check_quantizable(format, s.quantize_mode)
+    fp32 = fresh_export(weights, format, imgsz)
+    if format == "openvino":
+        from yolo_compress.deploy.openvino import quantize_openvino
 
-    img = cv2.imread(str(path))
-    if img is None:
-        raise CompressError(f"cannot read calibration image {path}")
-    if task == "classify":
-        h, w = img.shape[:2]
-        s = min(h, w)
-        img = cv2.resize(img[(h - s) // 2:(h + s) // 2, (w - s) // 2:(w + s) // 2], (imgsz, imgsz),
-                         interpolation=cv2.INTER_LINEAR)
-    else:
-        img = LetterBox((imgsz, imgsz), auto=False)(image=img)
-    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+        return quantize_openvino(fp32, data, imgsz, s.quantize_mode, s.calibration, s.float_head, s.layers(),
+                                 s.max_drop)
+    return quantize_onnx(fp32, data, imgsz, s.quantize_mode, s.calibration, s.float_head, s.layers())
 
 
-def float_nodes(onnx_path: Path) -> list[str]:
-    """Nodes of the output head's decoding, left in float: everything of the last layer but its conv branches."""
+def in_layers(node_name: str, layers: tuple[str, ...]) -> bool:
+    """True when an exported node belongs to one of ``layers``: ``model.22.cv2`` covers
+    ``/model.22/cv2.0/cv2.0.0/conv/Conv`` (torch.onnx names each scope relative to the top layer), not ``model.2``."""
+    scopes = node_name.split("/")[1:-1]
+    for layer in layers:
+        parts = layer.split(".")
+        top, sub = ".".join(parts[:2]), ".".join(parts[2:])
+        if scopes and scopes[0] == top and (not sub or any(s == sub or s.startswith(sub + ".") for s in scopes[1:])):
+            return True
+    return False
+
+
+def float_nodes(onnx_path: Path, float_head: bool = True, float_layers: tuple[str, ...] = ()) -> list[str]:
+    """Nodes left in float: the output head's decoding (everything of the last layer but its conv branches) when
+    ``float_head``, and every node of ``float_layers``."""
     import onnx
 
     graph = onnx.load(str(onnx_path)).graph
@@ -84,11 +96,12 @@ def float_nodes(onnx_path: Path) -> list[str]:
                       key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else -1)
     head = f"/{prefixes[-1]}/"
     branches = ("/cv2.", "/cv3.", "/conv/")  # Detect's box/class convs, Classify's 1x1 conv
-    return [n.name for n in graph.node if n.name.startswith(head) and not any(b in n.name for b in branches)]
+    return [n.name for n in graph.node if (float_head and n.name.startswith(head) and not any(
+        b in n.name for b in branches)) or in_layers(n.name, float_layers)]
 
 
 def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "static", calibration: int = 64,
-                  float_head: bool = True) -> Path:
+                  float_head: bool = True, float_layers: tuple[str, ...] = ()) -> Path:
     """Write the INT8 model next to ``onnx_path`` (``*-int8.onnx``) and return its path.
 
     Raises:
@@ -103,10 +116,10 @@ def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "stati
         quantize_static,
     )
 
-    if mode not in MODES:
-        raise CompressError(f"quantization mode {mode!r} is not supported; use one of {', '.join(MODES)}")
+    if mode not in ONNX_MODES:
+        raise CompressError(f"quantization mode {mode!r} is not supported; use one of {', '.join(ONNX_MODES)}")
     out = int8_path(onnx_path)
-    exclude = float_nodes(onnx_path) if float_head else []
+    exclude = float_nodes(onnx_path, float_head, float_layers)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
@@ -130,7 +143,7 @@ def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "stati
 
             quantize_static(str(prepared), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
-            LOGGER.info("INT8: calibrated on %d train images; %d head nodes kept in float", len(images), len(exclude))
+            LOGGER.info("INT8: calibrated on %d train images; %d nodes kept in float", len(images), len(exclude))
         _copy_metadata(onnx_path, staged)
         from yolo_compress.checkpoint import atomic_write_bytes
 

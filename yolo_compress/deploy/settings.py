@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from yolo_compress.settings import Settings, positive, setting
+from yolo_compress.settings import Settings, fraction, positive, setting
 
-FORMATS = ("onnx", "torchscript")  # single-file export formats (``deploy.export`` knows their suffixes)
-MODES = ("static", "dynamic")
+FORMATS = ("onnx", "torchscript", "openvino")  # ``deploy.export`` knows where each is written
+QUANTIZE_FORMATS = ("onnx", "openvino")  # ONNX Runtime's quantizer, NNCF
+MODES = ("static", "dynamic", "accuracy")
 QUANTIZE = ("int8",)
 
 
@@ -15,17 +16,27 @@ QUANTIZE = ("int8",)
 class ExportSettings(Settings):
     """Which format the final weights are exported to (none: no export)."""
 
-    export: str | None = setting(None, "export the final weights: onnx or torchscript", choices=FORMATS)
+    export: str | None = setting(None, "export the final weights: onnx, torchscript or openvino", choices=FORMATS)
 
 
 @dataclass(frozen=True)
 class QuantizeSettings(Settings):
-    """Whether and how the final weights are quantized to INT8 (an ONNX model for ONNX Runtime)."""
+    """Whether and how the final weights are quantized to INT8: an ONNX model for ONNX Runtime, or an OpenVINO
+    model when the export format is ``openvino``."""
 
-    quantize: str | None = setting(None, "quantize the final weights: int8 (an INT8 ONNX model, ONNX Runtime)",
-                                   choices=QUANTIZE)
-    quantize_mode: str = setting("static", "static (calibrated activations) or dynamic (weights only)",
-                                 choices=MODES)
-    calibration: int = setting(64, "train images used to calibrate static quantization", check=positive,
+    quantize: str | None = setting(None, "quantize the final weights: int8 (ONNX Runtime; OpenVINO with "
+                                   "--export openvino)", choices=QUANTIZE)
+    quantize_mode: str = setting("static", "static (calibrated activations), dynamic (weights only, ONNX) or "
+                                 "accuracy (OpenVINO: layers that cost most stay in float until the mAP drop is at "
+                                 "most max_drop)", choices=MODES)
+    calibration: int = setting(300, "train images (at most) that calibrate static quantization", check=positive,
                                must=">= 1")
     float_head: bool = setting(True, "keep the head's decoding (DFL, box arithmetic, concatenations) in float")
+    float_layers: str = setting("", "layers kept in float, comma-separated (e.g. model.0,model.22.cv2)",
+                                metavar="LAYERS")
+    max_drop: float = setting(0.003, "accuracy mode: the largest mAP50-95 drop allowed (0.003 = 0.3 points) on "
+                              "held-out train images", check=fraction, must="in [0, 1)")
+
+    def layers(self) -> tuple[str, ...]:
+        """``float_layers`` as a tuple of layer names."""
+        return tuple(x.strip() for x in self.float_layers.split(",") if x.strip())

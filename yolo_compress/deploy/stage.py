@@ -1,5 +1,5 @@
 """The pipeline's ``export`` and ``quantize`` stages: the final weights (distilled, else fine-tuned, else pruned) to
-an ONNX / TorchScript file, and to an INT8 ONNX model."""
+an ONNX / TorchScript file or an OpenVINO folder, and to an INT8 model for ONNX Runtime or OpenVINO."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from yolo_compress.deploy.export import check_format, export, exported_path
-from yolo_compress.deploy.quantize import check_quantizable, int8_path, quantize_onnx
+from yolo_compress.deploy.quantize import check_quantizable, int8_output, quantize_weights
 from yolo_compress.deploy.settings import ExportSettings, QuantizeSettings
 from yolo_compress.stage import Stage
 
@@ -41,8 +41,9 @@ class ExportStage(Stage):
 
 
 class QuantizeStage(Stage):
-    """INT8 ONNX model of the final weights (``<out>/distill-int8.onnx``); exports the fp32 ONNX first unless the
-    export stage does."""
+    """INT8 model of the final weights for the export's runtime: ``<out>/distill-int8.onnx`` (ONNX Runtime), or
+    ``<out>/distill_int8_openvino_model/`` with ``--export openvino``; the fp32 export is made first unless the
+    export stage makes it."""
 
     name = "quantize"
     settings_cls = QuantizeSettings
@@ -50,27 +51,29 @@ class QuantizeStage(Stage):
     def enabled(self) -> bool:
         return self.config.settings_of(QuantizeSettings).quantize is not None
 
-    def check(self, model: nn.Module) -> None:
-        check_quantizable()
+    def _format(self) -> str:
+        return "openvino" if self.config.settings_of(ExportSettings).export == "openvino" else "onnx"
 
-    def _onnx(self) -> Path:
-        return self.ctx.out / f"{self.ctx.final}.onnx"
+    def _weights(self) -> Path:
+        return self.ctx.out / f"{self.ctx.final}.pt"
+
+    def check(self, model: nn.Module) -> None:
+        check_quantizable(self._format(), self.config.settings_of(QuantizeSettings).quantize_mode)
 
     def _exported_by_export_stage(self) -> bool:
-        return self.config.settings_of(ExportSettings).export == "onnx"
+        return self.config.settings_of(ExportSettings).export == self._format()
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         files = {"weights": done[self.ctx.final]}
         if self._exported_by_export_stage():
-            files["onnx"] = self._onnx()
+            files["fp32"] = exported_path(self._weights(), self._format())
         return files
 
     def outputs(self) -> dict[str, Path]:
-        files = {} if self._exported_by_export_stage() else {"onnx": self._onnx()}
-        return {**files, "int8": int8_path(self._onnx())}
+        files = {} if self._exported_by_export_stage() else {"fp32": exported_path(self._weights(), self._format())}
+        return {**files, "int8": int8_output(self._weights(), self._format())}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         s = self.config.settings_of(QuantizeSettings)
-        onnx = sources.get("onnx") or export(sources["weights"], "onnx", self.ctx.imgsz)
-        quantize_onnx(Path(onnx), self.ctx.data, self.ctx.imgsz, s.quantize_mode, s.calibration, s.float_head)
+        quantize_weights(Path(sources["weights"]), self._format(), self.ctx.data, self.ctx.imgsz, s)
         return {}

@@ -17,7 +17,14 @@ from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
 from yolo_compress.models import model_size
-from yolo_compress.report.measure import measure_latency, measure_onnx_latency, onnx_size
+from yolo_compress.report.measure import (
+    onnx_runner,
+    onnx_size,
+    openvino_runner,
+    openvino_size,
+    pytorch_runner,
+    time_interleaved,
+)
 from yolo_compress.validation import validate
 
 LOGGER = logging.getLogger(__name__)
@@ -36,7 +43,7 @@ class Row:
         size_mb: file size.
         latency_ms: median batch-1 CPU latency.
         speed_up: latency of the first row / this row's.
-        runtime: where the latency was measured.
+        runtime: where the latency was measured (:func:`runtime_of`).
     """
 
     name: str
@@ -61,15 +68,31 @@ def _accuracy(metrics: dict[str, float]) -> dict[str, float]:
     return {"mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50-95"]}
 
 
+def runtime_of(path: Path) -> str:
+    """``pytorch`` for a ``.pt``; ``onnxruntime`` / ``openvino`` for an export, ``-int8`` added for a quantized one
+    (read from its own graph: quantize nodes in ONNX, ``FakeQuantize`` ops in OpenVINO)."""
+    from yolo_compress.deploy.openvino import is_openvino, model_xml
+
+    if is_openvino(path):
+        return "openvino-int8" if 'type="FakeQuantize"' in model_xml(path).read_text() else "openvino"
+    if path.suffix == ".onnx":
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        return "onnxruntime-int8" if any("Quantize" in op or op.endswith("Integer") for op in ops) else "onnxruntime"
+    return "pytorch"
+
+
 def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[str] | None = None,
             relations: bool | None = None, rounds: int = 30) -> list[Row]:
-    """Measure every checkpoint; ``speed_up`` is latency relative to the first row.
+    """Measure every model; ``speed_up`` is latency relative to the first row.
 
-    ``.pt`` files are timed in PyTorch, ``.onnx`` files (an export, an INT8 model) in ONNX Runtime; an ONNX row's
-    parameters and GFLOPs are read from its own graph (:func:`onnx_size`): no file but the ones given is loaded.
+    ``.pt`` files are timed in PyTorch, ``.onnx`` files (an export, an INT8 model) in ONNX Runtime, OpenVINO
+    folders (``*_openvino_model``) in OpenVINO, all interleaved in one loop. An export's parameters and GFLOPs are
+    read from its own graph (:func:`onnx_size`, :func:`openvino_size`): no file but the ones given is loaded.
 
     Args:
-        weights: checkpoint paths (``.pt`` or ``.onnx``), baseline first.
+        weights: ``.pt`` / ``.onnx`` files or OpenVINO folders, baseline first.
         data: dataset whose ``val`` split scores every row.
         imgsz: evaluation image size (GFLOPs and latency use it too).
         names: row labels (default: file stems).
@@ -78,18 +101,24 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
     """
     paths = [Path(w) for w in weights]
     names = names or [p.stem for p in paths]
-    onnx = [p for p in paths if p.suffix == ".onnx"]
-    models = {p: load_model(p) for p in paths if p.suffix != ".onnx"}
+    runtimes = {p: runtime_of(p) for p in paths}
+    if any(r.startswith("openvino") for r in runtimes.values()):
+        from yolo_compress.deploy.openvino import check_openvino
+
+        check_openvino()
+    models = {p: load_model(p) for p in paths if runtimes[p] == "pytorch"}
     for p in paths:  # before any measuring: every row scored on the same data
         check_comparable(p, data, models.get(p))
-    timed = dict(zip(models, measure_latency(list(models.values()), imgsz, rounds)))
-    timed.update(zip(onnx, measure_onnx_latency(onnx, imgsz, rounds)) if onnx else {})
-    latencies = [timed[p] for p in paths]
+    runners = [pytorch_runner(models[p], imgsz) if p in models else openvino_runner(p, imgsz)
+               if runtimes[p].startswith("openvino") else onnx_runner(p, imgsz) for p in paths]
+    latencies = time_interleaved(runners, rounds)
+    del runners
     if relations is None:
         relations = data.task == "detect" and _has_parent_labels(data.path)
     rows = []
     for name, path, latency in zip(names, paths, latencies):
-        size = model_size(models[path], imgsz) if path in models else onnx_size(path, imgsz)
+        size = model_size(models[path], imgsz) if path in models else openvino_size(path, imgsz) if (
+            runtimes[path].startswith("openvino")) else onnx_size(path, imgsz)
         accuracy = _accuracy(validate(path, data, imgsz))
         if relations:
             from ultralytics import YOLO
@@ -99,19 +128,33 @@ def compare(weights: list[str | Path], data: Dataset, imgsz: int, names: list[st
             rel = evaluate_relations(YOLO(path), data.path, imgsz=imgsz)
             accuracy.update(rel_precision=rel["precision"], rel_recall=rel["recall"], rel_f1=rel["f1"])
         rows.append(Row(name=name, params=int(size["params"]), gflops=size["gflops"], accuracy=accuracy,
-                        size_mb=path.stat().st_size / 2**20, latency_ms=latency, speed_up=latencies[0] / latency,
-                        runtime="onnxruntime" if path.suffix == ".onnx" else "pytorch"))
+                        size_mb=_size_mb(path), latency_ms=latency, speed_up=latencies[0] / latency,
+                        runtime=runtimes[path]))
     return rows
+
+
+def _size_mb(path: Path) -> float:
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return sum(p.stat().st_size for p in files) / 2**20
 
 
 def check_comparable(path: Path, data: Dataset, model: nn.Module | None = None) -> None:
     """A row's model must be of the dataset's task and classes (read from the loaded ``model`` of a ``.pt``, or from
-    an ``.onnx`` file's Ultralytics metadata), so every row is scored on the same data.
+    an export's Ultralytics metadata), so every row is scored on the same data.
 
     Raises:
-        CompressError: another task or class count, or an ONNX file without Ultralytics metadata.
+        CompressError: another task or class count, or an export without Ultralytics metadata.
     """
-    if model is None:
+    if path.is_dir():
+        import yaml
+
+        meta_file = path / "metadata.yaml"
+        meta = yaml.safe_load(meta_file.read_text()) if meta_file.is_file() else {}
+        if not isinstance(meta, dict) or "task" not in meta or "names" not in meta:
+            raise CompressError(f"{path} has no Ultralytics metadata.yaml (task, names); compare OpenVINO folders "
+                                "exported by yolo-compress or Ultralytics")
+        task, nc = meta["task"], len(meta["names"])
+    elif model is None:
         import ast
 
         import onnx

@@ -4,57 +4,107 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from copy import deepcopy
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+Runner = Callable[[], object]
 
-def measure_latency(models: list[nn.Module], imgsz: int, rounds: int = 30, warmup: int = 3) -> list[float]:
-    """Median CPU milliseconds per batch-1 forward of each model (fused, eval, float32), timed interleaved.
 
-    Each round times one forward of every model in turn; the median over rounds is reported.
-    """
-    fused = [deepcopy(m).float().cpu().eval() for m in models]
-    fused = [m.fuse(verbose=False) if hasattr(m, "fuse") else m for m in fused]
-    x = torch.rand(1, 3, imgsz, imgsz)
-    times: list[list[float]] = [[] for _ in fused]
-    with torch.inference_mode():
-        for r in range(warmup + rounds):
-            for i, m in enumerate(fused):
-                t0 = time.perf_counter()
-                m(x)
-                if r >= warmup:
-                    times[i].append((time.perf_counter() - t0) * 1e3)
+def time_interleaved(runners: list[Runner], rounds: int = 30, warmup: int = 3) -> list[float]:
+    """Median milliseconds of each runner: each round calls every runner once in turn (so a busy machine slows
+    every row alike); the first ``warmup`` rounds are not timed."""
+    times: list[list[float]] = [[] for _ in runners]
+    for r in range(warmup + rounds):
+        for i, run in enumerate(runners):
+            t0 = time.perf_counter()
+            run()
+            if r >= warmup:
+                times[i].append((time.perf_counter() - t0) * 1e3)
     return [statistics.median(t) for t in times]
 
 
-def measure_onnx_latency(paths: list[Path], imgsz: int, rounds: int = 30, warmup: int = 3,
-                         threads: int | None = None) -> list[float]:
-    """Median milliseconds per batch-1 ONNX Runtime run of each model, timed interleaved like
-    :func:`measure_latency`; ``threads`` sets ONNX Runtime's intra-op threads (default: torch's).
+def _input(imgsz: int) -> np.ndarray:
+    return np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+
+
+def pytorch_runner(model: nn.Module, imgsz: int) -> Runner:
+    """Batch-1 forward of a copy of ``model``: fused, eval, float32, CPU, under ``inference_mode`` (torch's threads)."""
+    m = deepcopy(model).float().cpu().eval()
+    m = m.fuse(verbose=False) if hasattr(m, "fuse") else m
+    x = torch.from_numpy(_input(imgsz))
+
+    def run() -> object:
+        with torch.inference_mode():
+            return m(x)
+
+    return run
+
+
+def onnx_runner(path: Path, imgsz: int, threads: int | None = None) -> Runner:
+    """Batch-1 ONNX Runtime run on the CPU with ``threads`` intra-op threads (default: torch's).
 
     Worker threads do not spin-wait after a run: with several sessions (each its own thread pool) timed in turn, a
     finished session's spinning workers would take the cores from the next one (measured: 2 threads slower than 1).
     """
-    import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    times: list[list[float]] = [[] for _ in sessions]
-    for r in range(warmup + rounds):
-        for i, (s, feed) in enumerate(zip(sessions, feeds)):
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            if r >= warmup:
-                times[i].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: _input(imgsz)}
+    return lambda: session.run(None, feed)
+
+
+def openvino_runner(folder: Path, imgsz: int, threads: int | None = None) -> Runner:
+    """Batch-1 inference of an OpenVINO model folder on the CPU, compiled the way OpenVINO serves one image at a
+    time: its ``LATENCY`` hint, ``threads`` inference threads (default: torch's)."""
+    import openvino as ov
+
+    from yolo_compress.deploy.openvino import model_xml
+
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    request = ov.Core().compile_model(model_xml(folder), "CPU", config).create_infer_request()
+    x = _input(imgsz)
+    return lambda: request.infer({0: x})
+
+
+def measure_latency(models: list[nn.Module], imgsz: int, rounds: int = 30, warmup: int = 3) -> list[float]:
+    """Median CPU milliseconds per batch-1 forward of each PyTorch model, timed interleaved."""
+    return time_interleaved([pytorch_runner(m, imgsz) for m in models], rounds, warmup)
+
+
+def openvino_size(folder: Path, imgsz: int) -> dict[str, float]:
+    """Parameters and GFLOPs of an OpenVINO model read from its own graph, counted as :func:`onnx_size` counts
+    (convolution and matrix-product weights and the bias added after them; INT8 weights at their shape)."""
+    import openvino as ov
+
+    from yolo_compress.deploy.openvino import model_xml
+
+    model = ov.Core().read_model(model_xml(folder))
+    model.reshape([1, 3, imgsz, imgsz])
+    params, macs = 0, 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        w = list(op.input(1).get_partial_shape().to_shape())
+        out = list(op.output(0).get_partial_shape().to_shape())
+        params += int(np.prod(w))
+        for target in op.output(0).get_target_inputs():  # the bias: an Add of a constant right after the layer
+            add, other = target.get_node(), 1 - target.get_index()
+            if add.get_type_name() == "Add" and add.input(other).get_source_output().get_node().get_type_name() == (
+                    "Constant"):
+                params += int(np.prod(list(add.input(other).get_partial_shape().to_shape())))
+        # multiply-adds per output element: in-channels (per group) x kernel for a convolution, K for a product
+        per_output = int(np.prod(w[-3:])) if "Convolution" in op.get_type_name() else (
+            w[-1] if op.get_attributes().get("transpose_b") else w[-2])
+        macs += int(np.prod(out)) * per_output
+    return {"params": params, "gflops": 2 * macs / 1e9}
 
 
 def onnx_size(path: Path, imgsz: int) -> dict[str, float]:
@@ -64,7 +114,6 @@ def onnx_size(path: Path, imgsz: int) -> dict[str, float]:
     INT8 weights behind their ``DequantizeLinear``). GFLOPs: 2 x multiply-adds of those layers at the shapes ONNX
     shape inference gives for a ``1 x 3 x imgsz x imgsz`` input, as Ultralytics counts for PyTorch models.
     """
-    import numpy as np
     import onnx
     from onnx import shape_inference
 
