@@ -126,7 +126,10 @@ NETWORK_PROBE = textwrap.dedent(
     pm.distill("weights/net.pt", save_dir="weights/distill.pt", epochs=1, batch=8)
     pm.export(format="onnx")
     pm.quantize()
+    pm.export(format="openvino")
+    pm.quantize(format="openvino", calibration=8)
     assert main(["compare", "weights/net.pt", "weights/distill.pt", "weights/distill.onnx", "weights/distill-int8.onnx",
+                 "weights/distill_openvino_model", "weights/distill_int8_openvino_model",
                  "--data", sys.argv[1], "--out", "report"]) == 0
     print("EVENTS", events)
     """
@@ -141,10 +144,10 @@ def _network_syscalls(trace: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_every_stage_and_the_cli_make_no_network_calls(tiny_yaml, tmp_path):
-    """train, val, predict, sparse training, prune, distill, export, INT8 quantize and the CLI's compare of .pt and
-    .onnx files, with no YOLO_* variable set (the default config dir, whose font may not exist yet) and a fresh
-    HOME: not one socket call from Python, not one IP connection or DNS query from native code (ONNX Runtime's
-    telemetry), nothing written under HOME."""
+    """train, val, predict, sparse training, prune, distill, export and INT8 for ONNX Runtime and OpenVINO, and the
+    CLI's compare of .pt, .onnx and OpenVINO models, with no YOLO_* variable set (the default config dir, whose font
+    may not exist yet) and a fresh HOME: not one socket call from Python, not one IP connection or DNS query from
+    native code (ONNX Runtime's and OpenVINO's telemetry), nothing written under HOME."""
     import shutil
     import tempfile
 
