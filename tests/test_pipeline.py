@@ -167,9 +167,15 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
     assert export.outputs() == {"file": tmp_path / "distill.onnx"}
     assert ExportStage(ctx(export="onnx", distill=False)).outputs() == {"file": tmp_path / "finetune.onnx"}
     quant = QuantizeStage(ctx(export="onnx", quantize="int8"))
-    assert quant.sources(done)["onnx"] == tmp_path / "distill.onnx"  # the export stage's file, not a second export
+    assert quant.sources(done)["fp32"] == tmp_path / "distill.onnx"  # the export stage's file, not a second export
     assert quant.outputs() == {"int8": tmp_path / "distill-int8.onnx"}
-    with pytest.raises(CompressError, match="export='foo' is not supported; use one of onnx, torchscript"):
+    alone = QuantizeStage(ctx(quantize="int8"))  # no export stage: the quantize stage makes the fp32 ONNX itself
+    assert "fp32" not in alone.sources(done)
+    assert alone.outputs() == {"fp32": tmp_path / "distill.onnx", "int8": tmp_path / "distill-int8.onnx"}
+    openvino = QuantizeStage(ctx(export="openvino", quantize="int8"))  # INT8 for the export's runtime
+    assert openvino.sources(done)["fp32"] == tmp_path / "distill_openvino_model"
+    assert openvino.outputs() == {"int8": tmp_path / "distill_int8_openvino_model"}
+    with pytest.raises(CompressError, match="export='foo' is not supported; use one of onnx, torchscript, openvino"):
         ctx(export="foo")
 
 
