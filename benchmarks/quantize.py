@@ -84,21 +84,11 @@ def runner(runtime: str, mode: str, path: Path, size: int, threads: int) -> Any:
     from yolo_compress.checkpoint import load_model
     from yolo_compress.report.measure import onnx_runner, openvino_runner, pytorch_runner
 
-    if mode == F32:  # OpenVINO told to compute float layers in f32 (its default here is bf16)
-        import numpy as np
-        import openvino as ov
-
-        from yolo_compress.deploy.openvino import model_xml
-
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-        request = ov.Core().compile_model(model_xml(path), "CPU", config).create_infer_request()
-        x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-        return lambda: request.infer({0: x})
     if runtime == "pytorch":
         return pytorch_runner(load_model(path), size)
     if runtime == "onnxruntime":
         return onnx_runner(path, size, threads)
-    return openvino_runner(path, size, threads)
+    return openvino_runner(path, size, threads, precision="f32" if mode == F32 else None)
 
 
 def calibration_counts(data: Any) -> dict[str, int]:

@@ -100,7 +100,7 @@ def float_nodes(onnx_path: Path, float_head: bool = True, float_layers: tuple[st
         b in n.name for b in branches)) or in_layers(n.name, float_layers)]
 
 
-def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "static", calibration: int = 64,
+def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "static", calibration: int = 300,
                   float_head: bool = True, float_layers: tuple[str, ...] = ()) -> Path:
     """Write the INT8 model next to ``onnx_path`` (``*-int8.onnx``) and return its path.
 

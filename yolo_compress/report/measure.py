@@ -61,14 +61,17 @@ def onnx_runner(path: Path, imgsz: int, threads: int | None = None) -> Runner:
     return lambda: session.run(None, feed)
 
 
-def openvino_runner(folder: Path, imgsz: int, threads: int | None = None) -> Runner:
+def openvino_runner(folder: Path, imgsz: int, threads: int | None = None, precision: str | None = None) -> Runner:
     """Batch-1 inference of an OpenVINO model folder on the CPU, compiled the way OpenVINO serves one image at a
-    time: its ``LATENCY`` hint, ``threads`` inference threads (default: torch's)."""
+    time: its ``LATENCY`` hint, ``threads`` inference threads (default: torch's); ``precision`` (``"f32"``) overrides
+    the plugin's default inference precision for float layers (bf16 on CPUs with AVX-512 BF16 or AMX)."""
     import openvino as ov
 
     from yolo_compress.deploy.openvino import model_xml
 
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     request = ov.Core().compile_model(model_xml(folder), "CPU", config).create_infer_request()
     x = _input(imgsz)
     return lambda: request.infer({0: x})
