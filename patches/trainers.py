@@ -114,7 +114,8 @@ class KeepModule:
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
 
     def get_model(self, cfg=None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
-        """Return ``weights`` itself (float32, trainable) when it is a module, else build from ``cfg``."""
+        """Return ``weights`` itself (float32, floating-point parameters trainable) when it is a module, else build
+        from ``cfg``. (Integer parameters, such as a fake quantizer's bit width, stay frozen.)"""
         if not isinstance(weights, nn.Module):
             return super().get_model(cfg=cfg, weights=weights, verbose=verbose)
         from yolo_compress.models import check_class_count
@@ -123,7 +124,8 @@ class KeepModule:
                           f"({self.args.data} is not)")
         model = weights.float()
         for p in model.parameters():
-            p.requires_grad_(True)
+            if p.is_floating_point():
+                p.requires_grad_(True)
         return model
 
     def get_validator(self):

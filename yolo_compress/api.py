@@ -176,23 +176,28 @@ class PruneModel:
             raise CompressError("nothing saved to export yet; train or prune first (or load a .pt)")
         return export(self.weights, format, kwargs.pop("imgsz", self.imgsz), **kwargs)
 
-    def quantize(self, format: str = "onnx", **settings: Any) -> Path:
+    def quantize(self, format: str = "onnx", resume: bool = False, **settings: Any) -> Path:
         """INT8 model of the current weights for ONNX Runtime (``format="onnx"``: ``*-int8.onnx``) or OpenVINO
         (``"openvino"``: ``*_int8_openvino_model/``), next to the weights; the fp32 export is made first when there
         is none newer than the weights.
 
         Settings (``QuantizeSettings``): ``quantize_mode`` (``static``: calibrated on ``calibration`` train images;
-        ``dynamic``, ONNX only; ``accuracy``, OpenVINO only: within ``max_drop`` mAP50-95), ``float_head``,
-        ``float_layers``.
+        ``dynamic``, ONNX only; ``accuracy``, OpenVINO only: within ``max_drop`` mAP50-95; ``qat``, OpenVINO only:
+        ``qat_epochs`` of fake-quantized distillation from the current weights, which also takes Ultralytics
+        train keywords such as ``batch``, ``device``, ``seed``, and ``resume``), ``float_head``, ``float_layers``.
         """
         from yolo_compress.deploy.quantize import check_quantizable, quantize_weights
         from yolo_compress.deploy.settings import QuantizeSettings
+        from yolo_compress.training import check_train_args
 
-        config, _ = _split(QuantizeSettings, settings, rest_allowed=False)
-        check_quantizable(format, config.quantize_mode)
+        config, train = _split(QuantizeSettings, settings, rest_allowed=True)
+        if config.quantize_mode != "qat":
+            _split(QuantizeSettings, train, rest_allowed=False)  # names the unknown keyword
+        check_train_args(train)
+        check_quantizable(format, config.quantize_mode, self.data.task, config.float_head)
         if self.weights is None:
             raise CompressError("nothing saved to quantize yet; train or prune first (or load a .pt)")
-        return quantize_weights(self.weights, format, self.data, self.imgsz, config)
+        return quantize_weights(self.weights, format, self.data, self.imgsz, config, train=train, resume=resume)
 
     # ---- relations ---------------------------------------------------------------------------------------------
     def predict(self, source: str | Path, save: bool = True, save_dir: str | Path = "runs/predict",

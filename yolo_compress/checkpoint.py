@@ -145,7 +145,8 @@ def load_model(path: str | Path, what: str = "weights") -> nn.Module:
     check_task(model, f"{what} {path}")
     model = model.float()
     for p in model.parameters():
-        p.requires_grad_(True)
+        if p.is_floating_point():  # not a fake quantizer's integer bit width
+            p.requires_grad_(True)
     return model
 
 

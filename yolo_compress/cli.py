@@ -133,6 +133,10 @@ def _add_deploy(sub: Any) -> None:
     _model_args(p)
     p.add_argument("--format", default="onnx", help=f"the runtime's format: {' or '.join(QUANTIZE_FORMATS)}")
     QuantizeSettings.add_arguments(p, only=[k for k in QuantizeSettings.field_names() if k != "quantize"])
+    p.add_argument("--batch", type=int, help="qat mode: training batch")
+    p.add_argument("--device", help="qat mode: cpu, 0, 0,1 ... (default: Ultralytics' choice)")
+    p.add_argument("--resume", action="store_true", help="qat mode: continue the interrupted run")
+    p.add_argument("extra", nargs="*", metavar="key=value", help="qat mode: more Ultralytics train settings")
 
 
 def _add_relations(sub: Any) -> None:
@@ -241,8 +245,9 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
     elif a.command == "quantize":
         from yolo_compress.deploy.settings import QuantizeSettings
 
-        given = {k: getattr(a, k) for k in QuantizeSettings.field_names() if getattr(a, k, None) is not None}
-        print(pm.quantize(format=a.format, **given))
+        given = {k: getattr(a, k) for k in (*QuantizeSettings.field_names(), "batch", "device")
+                 if getattr(a, k, None) is not None}
+        print(pm.quantize(format=a.format, resume=a.resume, **given, **parse_key_values(a.extra)))
     elif a.command == "predict":
         results = pm.predict(a.source, save_dir=a.save_dir, conf=a.conf)
         for r in results:

@@ -42,6 +42,12 @@ def openvino_dir(weights: Path, int8: bool = False) -> Path:
     return weights.with_name(f"{weights.stem}{'_int8' if int8 else ''}_openvino_model")
 
 
+def int8_folder(fp32_folder: Path) -> Path:
+    """``distill_openvino_model/`` -> ``distill_int8_openvino_model/`` (any other name gets ``_int8``)."""
+    suffix = "_openvino_model" if fp32_folder.name.endswith("_openvino_model") else ""
+    return fp32_folder.with_name(f"{fp32_folder.name[:len(fp32_folder.name) - len(suffix)]}_int8{suffix}")
+
+
 def is_openvino(path: Path) -> bool:
     """True for an OpenVINO model folder (an ``.xml`` graph with its ``metadata.yaml``)."""
     return path.is_dir() and any(path.glob("*.xml"))
@@ -135,8 +141,7 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
         quantized = nncf.quantize(model, calib, **common)
     LOGGER.info("OpenVINO INT8 (%s): calibrated on %d train images; %d ops kept in float", mode, len(images),
                 len(scope))
-    suffix = "_openvino_model" if folder.name.endswith("_openvino_model") else ""
-    out = folder.with_name(f"{folder.name[:len(folder.name) - len(suffix)]}_int8{suffix}")
+    out = int8_folder(folder)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=folder.parent) as tmp:
         staged = Path(tmp) / out.name
         staged.mkdir()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,20 +27,27 @@ LOGGER = logging.getLogger(__name__)
 ONNX_MODES = ("static", "dynamic")
 
 
-def check_quantizable(format: str = "onnx", mode: str = "static") -> None:
-    """Raises: CompressError for a format or mode the runtime's quantizer lacks, or when it is not installed."""
+def check_quantizable(format: str = "onnx", mode: str = "static", task: str = "detect",
+                      float_head: bool = True) -> None:
+    """Raises: CompressError for a format, mode or task the runtime's quantizer lacks, or when it is not
+    installed."""
     if format not in QUANTIZE_FORMATS:
         raise CompressError(f"INT8 quantization supports {', '.join(QUANTIZE_FORMATS)}, not {format!r}")
     if format == "openvino":
         from yolo_compress.deploy.openvino import check_openvino
 
         if mode == "dynamic":
-            raise CompressError("quantize_mode=dynamic is ONNX Runtime's; OpenVINO INT8 takes static or accuracy")
+            raise CompressError("quantize_mode=dynamic is ONNX Runtime's; OpenVINO INT8 takes static, accuracy or qat")
+        if mode in ("accuracy", "qat") and task != "detect":
+            raise CompressError(f"quantize_mode={mode} is for detectors; use static for a classifier")
+        if mode == "qat" and not float_head:
+            raise CompressError("quantize_mode=qat keeps the head's decoding in float; drop float_head=false "
+                                "(--no-float-head)")
         check_openvino(int8=True)
         return
     if mode not in ONNX_MODES:
-        raise CompressError(f"quantize_mode={mode!r} is OpenVINO's (NNCF); use --format openvino, or static or "
-                            "dynamic for ONNX")
+        raise CompressError(f"quantize_mode={mode!r} is OpenVINO's (NNCF); use --format openvino (--export "
+                            "openvino in a run), or static or dynamic for ONNX")
     try:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
@@ -59,13 +67,18 @@ def int8_output(weights: Path, format: str) -> Path:
     return openvino_dir(weights, int8=True) if format == "openvino" else int8_path(exported_path(weights, "onnx"))
 
 
-def quantize_weights(weights: Path, format: str, data: Dataset, imgsz: int, s: QuantizeSettings) -> Path:
+def quantize_weights(weights: Path, format: str, data: Dataset, imgsz: int, s: QuantizeSettings,
+                     train: dict[str, Any] | None = None, resume: bool = False) -> Path:
     """INT8 model of a ``.pt`` for ``format``'s runtime, next to it; its fp32 export is made first when missing or
-    older than the weights."""
+    older than the weights. ``train`` (Ultralytics train arguments) and ``resume`` are for the ``qat`` mode."""
     from yolo_compress.deploy.export import fresh_export
 
-    check_quantizable(format, s.quantize_mode)
+    check_quantizable(format, s.quantize_mode, data.task, s.float_head)
     fp32 = fresh_export(weights, format, imgsz)
+    if s.quantize_mode == "qat":
+        from yolo_compress.deploy.qat import quantize_aware_distill
+
+        return quantize_aware_distill(weights, fp32, data, imgsz, s, train or {}, resume=resume)
     if format == "openvino":
         from yolo_compress.deploy.openvino import quantize_openvino
 

@@ -8,7 +8,7 @@ from yolo_compress.settings import Settings, fraction, positive, setting
 
 FORMATS = ("onnx", "torchscript", "openvino")  # ``deploy.export`` knows where each is written
 QUANTIZE_FORMATS = ("onnx", "openvino")  # ONNX Runtime's quantizer, NNCF
-MODES = ("static", "dynamic", "accuracy")
+MODES = ("static", "dynamic", "accuracy", "qat")
 QUANTIZE = ("int8",)
 
 
@@ -26,9 +26,10 @@ class QuantizeSettings(Settings):
 
     quantize: str | None = setting(None, "quantize the final weights: int8 (ONNX Runtime; OpenVINO with "
                                    "--export openvino)", choices=QUANTIZE)
-    quantize_mode: str = setting("static", "static (calibrated activations), dynamic (weights only, ONNX) or "
+    quantize_mode: str = setting("static", "static (calibrated activations), dynamic (weights only, ONNX), "
                                  "accuracy (OpenVINO: layers that cost most stay in float until the mAP drop is at "
-                                 "most max_drop)", choices=MODES)
+                                 "most max_drop) or qat (OpenVINO: static, then qat_epochs of fake-quantized "
+                                 "training with the fp32 weights as teacher)", choices=MODES)
     calibration: int = setting(300, "train images (at most) that calibrate static quantization", check=positive,
                                must=">= 1")
     float_head: bool = setting(True, "keep the head's decoding (DFL, box arithmetic, concatenations) in float")
@@ -36,6 +37,9 @@ class QuantizeSettings(Settings):
                                 metavar="LAYERS")
     max_drop: float = setting(0.003, "accuracy mode: the largest mAP50-95 drop allowed (0.003 = 0.3 points) on "
                               "held-out train images", check=fraction, must="in [0, 1)")
+
+    qat_epochs: int = setting(3, "qat mode: epochs of fake-quantized distillation", check=positive, must=">= 1")
+    qat_lr: float = setting(1e-4, "qat mode: AdamW learning rate (no warm-up)", check=positive, must="> 0")
 
     def layers(self) -> tuple[str, ...]:
         """``float_layers`` as a tuple of layer names."""

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from yolo_compress.deploy.export import check_format, export, exported_path
+from yolo_compress.deploy.qat import qat_path
 from yolo_compress.deploy.quantize import check_quantizable, int8_output, quantize_weights
 from yolo_compress.deploy.settings import ExportSettings, QuantizeSettings
 from yolo_compress.stage import Stage
@@ -43,7 +44,8 @@ class ExportStage(Stage):
 class QuantizeStage(Stage):
     """INT8 model of the final weights for the export's runtime: ``<out>/distill-int8.onnx`` (ONNX Runtime), or
     ``<out>/distill_int8_openvino_model/`` with ``--export openvino``; the fp32 export is made first unless the
-    export stage makes it."""
+    export stage makes it. ``quantize_mode: qat`` also writes the fake-quantized ``<out>/distill-qat.pt`` (its
+    run folder ``runs/distill-qat``; an interrupted run resumes)."""
 
     name = "quantize"
     settings_cls = QuantizeSettings
@@ -58,7 +60,8 @@ class QuantizeStage(Stage):
         return self.ctx.out / f"{self.ctx.final}.pt"
 
     def check(self, model: nn.Module) -> None:
-        check_quantizable(self._format(), self.config.settings_of(QuantizeSettings).quantize_mode)
+        s = self.config.settings_of(QuantizeSettings)
+        check_quantizable(self._format(), s.quantize_mode, self.ctx.data.task, s.float_head)
 
     def _exported_by_export_stage(self) -> bool:
         return self.config.settings_of(ExportSettings).export == self._format()
@@ -71,9 +74,23 @@ class QuantizeStage(Stage):
 
     def outputs(self) -> dict[str, Path]:
         files = {} if self._exported_by_export_stage() else {"fp32": exported_path(self._weights(), self._format())}
+        if self.config.settings_of(QuantizeSettings).quantize_mode == "qat":
+            files["qat"] = qat_path(self._weights())
         return {**files, "int8": int8_output(self._weights(), self._format())}
+
+    def settings(self) -> dict[str, Any]:
+        """The quantization's settings; in ``qat`` mode also what shapes its training (batch, device, train_args)."""
+        own = super().settings()
+        if own.get("quantize_mode") != "qat":
+            return own
+        return {**own, **self._train()}
+
+    def _train(self) -> dict[str, Any]:
+        run = self.config.run
+        return {**self.config.train_args, "batch": run.batch, **({"device": run.device} if run.device else {})}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         s = self.config.settings_of(QuantizeSettings)
-        quantize_weights(Path(sources["weights"]), self._format(), self.ctx.data, self.ctx.imgsz, s)
+        quantize_weights(Path(sources["weights"]), self._format(), self.ctx.data, self.ctx.imgsz, s,
+                         train=self._train(), resume=resume)
         return {}

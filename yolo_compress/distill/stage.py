@@ -28,15 +28,16 @@ def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings,
 
 
 def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, settings: DistillSettings,
-            args: dict[str, Any], resume: bool = False, require_resume: bool = False) -> Fit:
-    """Train ``model`` with ``teacher``'s guidance; save the best weights (the student alone) to ``out``."""
+            args: dict[str, Any], resume: bool = False, require_resume: bool = False, take: str = "best") -> Fit:
+    """Train ``model`` with ``teacher``'s guidance; save the ``take`` (best or last) weights, the student alone, to
+    ``out``."""
     from yolo_compress.patches.distill import TRAINERS
 
     if data.task not in TRAINERS:
         raise CompressError(f"distillation of {data.task} models is not supported")
     path = check_teacher(teacher, data, settings, args["imgsz"])
     return fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict(), "teacher": str(path)},
-               resume=resume, require_resume=require_resume)
+               resume=resume, require_resume=require_resume, take=take)
 
 
 class DistillStage(TrainingStage):
