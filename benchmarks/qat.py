@@ -121,10 +121,18 @@ class Bench:
         return out
 
 
-def summarise(runs: dict[str, Any], models: list[str], seeds: list[int]) -> dict[str, Any]:
-    """Per model and mode: mAP mean/std over seeds, drop from fp32; QAT with vs without the teacher, paired."""
+def paired_seeds(runs: dict[str, Any], model: str) -> list[int]:
+    """The seeds on which both QAT modes of ``model`` ran."""
+    done = [{int(k.rsplit("seed", 1)[1]) for k in runs if k.startswith(f"{model}/{mode}/seed")} for mode in QAT_MODES]
+    return sorted(done[0] & done[1])
+
+
+def summarise(runs: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """Per model and mode: mAP mean/std over the paired seeds, drop from fp32; QAT with vs without the teacher,
+    paired."""
     out: dict[str, Any] = {}
     for model in models:
+        seeds = paired_seeds(runs, model)
         fp32 = runs[f"{model}/fp32"]["map"]
         rows: dict[str, Any] = {}
         for mode in ("fp32", "int8 static", "int8 accuracy", *QAT_MODES):
@@ -159,10 +167,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--work", default=str(ROOT / "work" / "qat"))
     ap.add_argument("--notes", default="")
+    ap.add_argument("--report-only", action="store_true", help="no new runs: time and report the finished ones")
     a = ap.parse_args()
     bench = Bench(a)
     load0, t_start = os.getloadavg(), time.time()
-    for model in bench.models:
+    for model in bench.models if not a.report_only else ():
         for mode in ("fp32", "int8 static", "int8 accuracy"):
             bench.one(model, mode, None)
         for seed in a.seeds:
@@ -170,8 +179,9 @@ def main() -> None:
                 bench.one(model, mode, seed)
     load_timing = os.getloadavg()
     ms = bench.latency()
-    summary = summarise(bench.runs, list(bench.models), a.seeds)
-    meta = {"dataset": a.dataset, "imgsz": bench.data.imgsz, "test_images": 500, "seeds": a.seeds,
+    summary = summarise(bench.runs, list(bench.models))
+    meta = {"dataset": a.dataset, "imgsz": bench.data.imgsz, "test_images": 500,
+            "seeds": {m: paired_seeds(bench.runs, m) for m in bench.models},
             "qat_epochs": a.epochs, "qat_lr": a.lr, "load_before": round(load0[0], 2),
             "load_before_timing": round(load_timing[0], 2), "load_after": round(os.getloadavg()[0], 2),
             "seconds_this_run": round(time.time() - t_start), "rounds": a.rounds,
@@ -183,7 +193,8 @@ def main() -> None:
              f"{meta['load_before']} before, {meta['load_before_timing']} before timing, {meta['load_after']} "
              f"after; {meta['cores']} cores). Data set `{a.dataset}` at {bench.data.imgsz} px; mAP50-95 of the "
              f"OpenVINO model on its 500-image test split (Ultralytics' validator). QAT: {a.epochs} epochs, AdamW "
-             f"lr {a.lr:g}, no warm-up, no mosaic, last epoch kept; seeds {', '.join(map(str, a.seeds))} (paired).",
+             f"lr {a.lr:g}, no warm-up, no mosaic, last epoch kept; paired seeds "
+             f"{'; '.join(f'{m} {s}' for m, s in meta['seeds'].items())}.",
              "", "| model | mode | mAP50-95 | std | drop vs fp32 | per seed |", "|---|---|---:|---:|---:|---|"]
     for model, rows in summary.items():
         for mode, r in rows.items():
