@@ -22,3 +22,11 @@ def tiny_yaml(tmp_path_factory) -> Path:
     from yolo_compress.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("tiny") / "shapes", n_train=16, n_val=8, imgsz=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def shapes160(tmp_path_factory) -> Path:
+    """40 train / 20 val shapes images at 160 px, the shipped baseline's size: its boxes are meaningful there."""
+    from yolo_compress.data.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("ov") / "shapes", n_train=40, n_val=20, imgsz=160, seed=0)

@@ -20,19 +20,12 @@ pytestmark = pytest.mark.skipif(not SHIPPED_BASELINE.is_file(), reason="needs th
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    from yolo_compress.data.synthetic import make_shapes_dataset
-
-    return make_shapes_dataset(tmp_path_factory.mktemp("ov") / "shapes", n_train=40, n_val=20, imgsz=160, seed=0)
-
-
-@pytest.fixture(scope="module")
-def exported(shapes, tmp_path_factory) -> dict[str, Path]:
+def exported(shapes160, tmp_path_factory) -> dict[str, Path]:
     """The shipped baseline, its fp32 OpenVINO export and its INT8 (16 calibration images)."""
     folder = tmp_path_factory.mktemp("export")
     weights = folder / "base.pt"
     weights.write_bytes(SHIPPED_BASELINE.read_bytes())
-    pm = PruneModel(weights, data=shapes)
+    pm = PruneModel(weights, data=shapes160)
     fp32 = pm.export(format="openvino")
     int8 = pm.quantize(format="openvino", calibration=16)
     return {"pt": weights, "fp32": fp32, "int8": int8}
@@ -66,7 +59,7 @@ def _fake_quantized_inputs(folder: Path, layer: str) -> int:
                                                                                               (layer,)))
 
 
-def test_openvino_fp32_and_int8_find_the_same_boxes(exported, shapes):
+def test_openvino_fp32_and_int8_find_the_same_boxes(exported, shapes160):
     from yolo_compress.deploy.calibration import preprocess
     from yolo_compress.relations import box_iou
 
@@ -75,14 +68,14 @@ def test_openvino_fp32_and_int8_find_the_same_boxes(exported, shapes):
     assert (int8 / "metadata.yaml").is_file()
     assert any(op.get_type_name() == "FakeQuantize" for op in _ops(int8))
     assert not any(op.get_type_name() == "FakeQuantize" for op in _ops(fp32))
-    for image in sorted((shapes.parent / "images" / "val").glob("*.png"))[:3]:
+    for image in sorted((shapes160.parent / "images" / "val").glob("*.png"))[:3]:
         x = preprocess(image, 160, "detect")
         (b32, c32), (b8, c8) = _top_boxes(fp32, x), _top_boxes(int8, x)
         assert (c32 == c8).all()
         assert np.diag(box_iou(b32, b8)).min() > 0.8
 
 
-def test_float_layers_stay_in_float_on_both_runtimes(exported, shapes, tmp_path):
+def test_float_layers_stay_in_float_on_both_runtimes(exported, shapes160, tmp_path):
     import onnx
 
     from yolo_compress.dataset import resolve_data
@@ -90,7 +83,7 @@ def test_float_layers_stay_in_float_on_both_runtimes(exported, shapes, tmp_path)
     from yolo_compress.deploy.openvino import quantize_openvino
     from yolo_compress.deploy.quantize import quantize_onnx
 
-    data = resolve_data(shapes)
+    data = resolve_data(shapes160)
     for layer in ("model.0", "model.1", "model.2.cv1", "model.3"):  # the default quantizes their inputs
         assert _fake_quantized_inputs(exported["int8"], layer) == 1, layer
     fp32 = tmp_path / "copy_openvino_model"
@@ -110,7 +103,7 @@ def test_float_layers_stay_in_float_on_both_runtimes(exported, shapes, tmp_path)
     assert set(convs["/model.1/conv/Conv"].input) & dequantized
 
 
-def test_the_holdout_yardstick_agrees_with_ultralytics_validator(exported, shapes, tmp_path):
+def test_the_holdout_yardstick_agrees_with_ultralytics_validator(exported, shapes160, tmp_path):
     """mAP50-95 of the accuracy-controlled mode's own evaluation = ``YOLO(folder).val()`` on the same images."""
     import openvino as ov
     from ultralytics import YOLO
@@ -119,7 +112,7 @@ def test_the_holdout_yardstick_agrees_with_ultralytics_validator(exported, shape
     from yolo_compress.deploy.holdout import holdout_items, map50_95
     from yolo_compress.deploy.openvino import model_xml
 
-    data = resolve_data(shapes)
+    data = resolve_data(shapes160)
     images, items = holdout_items(data, 160, count=40)
     assert len(items) == 20  # at most half the train split: the rest calibrates
     mine = map50_95(ov.Core().compile_model(model_xml(exported["fp32"]), "CPU"), items)
@@ -132,7 +125,7 @@ def test_the_holdout_yardstick_agrees_with_ultralytics_validator(exported, shape
     assert mine == pytest.approx(theirs, abs=0.005)
 
 
-def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, shapes, tmp_path):
+def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, shapes160, tmp_path):
     """With the head's decoding quantized too (``float_head=False``) static INT8 loses far more than 1 point on the
     held-out images; the accuracy-controlled mode returns layers to float until it loses at most ``max_drop``."""
     import openvino as ov
@@ -141,7 +134,7 @@ def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, s
     from yolo_compress.deploy.holdout import holdout_items, map50_95
     from yolo_compress.deploy.openvino import model_xml, quantize_openvino
 
-    data = resolve_data(shapes)
+    data = resolve_data(shapes160)
     made = {}
     for mode in ("static", "accuracy"):
         fp32 = tmp_path / f"{mode}_openvino_model"
@@ -158,8 +151,8 @@ def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, s
     assert 0 < quantizers["accuracy"] < quantizers["static"]
 
 
-def test_compare_gives_openvino_rows(exported, shapes, tmp_path):
-    pm = PruneModel(exported["pt"], data=shapes)
+def test_compare_gives_openvino_rows(exported, shapes160, tmp_path):
+    pm = PruneModel(exported["pt"], data=shapes160)
     rows = pm.compare([exported["pt"], exported["fp32"], exported["int8"]], out_dir=tmp_path / "r", rounds=2)
     assert [r.runtime for r in rows] == ["pytorch", "openvino", "openvino-int8"]
     assert rows[1].params == rows[2].params and rows[1].gflops == pytest.approx(rows[2].gflops)
@@ -170,13 +163,13 @@ def test_compare_gives_openvino_rows(exported, shapes, tmp_path):
     assert "openvino-int8" in (tmp_path / "r" / "compare.md").read_text()
 
 
-def test_pipeline_exports_openvino_int8_and_resumes(shapes, tmp_path):
+def test_pipeline_exports_openvino_int8_and_resumes(shapes160, tmp_path):
     from yolo_compress.config import load_config
     from yolo_compress.pipeline import CompressionPipeline
 
     weights = tmp_path / "base.pt"
     weights.write_bytes(SHIPPED_BASELINE.read_bytes())
-    cfg = load_config(weights=str(weights), data=str(shapes), out=str(tmp_path / "o"), sparse=False, finetune=False,
+    cfg = load_config(weights=str(weights), data=str(shapes160), out=str(tmp_path / "o"), sparse=False, finetune=False,
                       distill=False, export="openvino", quantize="int8", calibration=8, latency_rounds=2)
     first = CompressionPipeline(cfg).run()
     assert first.ran == ["baseline", "prune", "export", "quantize", "compare"]

@@ -5,7 +5,6 @@ PyTorch simulation and finds the baseline's boxes, and bad requests fail before 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,19 +20,12 @@ pytestmark = pytest.mark.skipif(not SHIPPED_BASELINE.is_file(), reason="needs th
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    from yolo_compress.data.synthetic import make_shapes_dataset
-
-    return make_shapes_dataset(tmp_path_factory.mktemp("qat") / "shapes", n_train=32, n_val=8, imgsz=160, seed=0)
-
-
-@pytest.fixture(scope="module")
-def quantized(shapes) -> torch.nn.Module:
+def quantized(shapes160) -> torch.nn.Module:
     from yolo_compress.checkpoint import load_model
     from yolo_compress.dataset import resolve_data
     from yolo_compress.deploy.qat import fake_quantize
 
-    return fake_quantize(load_model(SHIPPED_BASELINE), resolve_data(shapes), 160, calibration=8)
+    return fake_quantize(load_model(SHIPPED_BASELINE), resolve_data(shapes160), 160, calibration=8)
 
 
 def _graph():
@@ -88,7 +80,7 @@ def test_fake_quantized_model_pickles_and_reloads_initialized(quantized):
     assert preds["boxes"].requires_grad and preds["scores"].shape[1] == 4
 
 
-def test_qat_makes_an_openvino_int8_model_that_matches_its_simulation(shapes, tmp_path):
+def test_qat_makes_an_openvino_int8_model_that_matches_its_simulation(shapes160, tmp_path):
     import openvino as ov
 
     from yolo_compress.checkpoint import load_model
@@ -98,7 +90,7 @@ def test_qat_makes_an_openvino_int8_model_that_matches_its_simulation(shapes, tm
 
     weights = tmp_path / "base.pt"
     weights.write_bytes(SHIPPED_BASELINE.read_bytes())
-    pm = PruneModel(weights, data=shapes)
+    pm = PruneModel(weights, data=shapes160)
     int8 = pm.quantize(format="openvino", quantize_mode="qat", qat_epochs=1, calibration=8, batch=8, workers=0)
     assert int8 == tmp_path / "base_int8_openvino_model" and (int8 / "metadata.yaml").is_file()
     assert model_xml(int8).name == "base.xml"
@@ -110,7 +102,7 @@ def test_qat_makes_an_openvino_int8_model_that_matches_its_simulation(shapes, tm
     simulated.model[-1].export = True
     compiled = ov.Core().compile_model(model_xml(int8), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     fp32 = ov.Core().compile_model(model_xml(pm.export(format="openvino")), "CPU")
-    for image in sorted((shapes.parent / "images" / "val").glob("*.png"))[:3]:
+    for image in sorted((shapes160.parent / "images" / "val").glob("*.png"))[:3]:
         x = preprocess(image, 160, "detect")
         with torch.no_grad():
             sim = simulated(torch.from_numpy(x)).numpy()[0]
@@ -121,22 +113,50 @@ def test_qat_makes_an_openvino_int8_model_that_matches_its_simulation(shapes, tm
         assert np.diag(box_iou(_corners(ref[:4, top]), _corners(out[:4, top]))).min() > 0.8
 
 
+def test_qat_makes_a_qdq_onnx_model_for_onnx_runtime(shapes160, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from yolo_compress.checkpoint import load_model
+    from yolo_compress.deploy.calibration import preprocess
+
+    weights = tmp_path / "base.pt"
+    weights.write_bytes(SHIPPED_BASELINE.read_bytes())
+    pm = PruneModel(weights, data=shapes160)
+    int8 = pm.quantize(format="onnx", quantize_mode="qat", qat_epochs=1, calibration=8, batch=8, workers=0)
+    assert int8 == tmp_path / "base-int8.onnx"
+    model = onnx.load(str(int8))
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 50
+    assert {p.key for p in model.metadata_props} >= {"names", "stride", "imgsz"}  # YOLO(int8) reads them
+    simulated = load_model(tmp_path / "base-qat.pt").eval()
+    simulated.model[-1].export = True
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    for image in sorted((shapes160.parent / "images" / "val").glob("*.png"))[:3]:
+        x = preprocess(image, 160, "detect")
+        with torch.no_grad():
+            sim = simulated(torch.from_numpy(x)).numpy()[0]
+        out = session.run(None, {"images": x})[0][0]
+        top = np.argsort(-sim[4:].max(0))[:3]
+        assert (out[4:, top].argmax(0) == sim[4:, top].argmax(0)).all()
+        assert np.abs(out[4:, top] - sim[4:, top]).max() < 0.1  # ONNX Runtime runs what PyTorch simulated
+
+
 def _corners(xywh: np.ndarray) -> np.ndarray:
     xywh = xywh.T
     return np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"format": "onnx", "quantize_mode": "qat"}, "OpenVINO's"),
+    ({"format": "onnx", "quantize_mode": "accuracy"}, "is not for onnx, which takes static, dynamic, qat"),
     ({"format": "openvino", "quantize_mode": "qat", "float_head": False}, "drop float_head=false"),
     ({"format": "openvino", "quantize_mode": "static", "batch": 8}, "QuantizeSettings key"),
     ({"format": "openvino", "quantize_mode": "qat", "lr_zero": 1}, "not an Ultralytics training setting"),
 ])
-def test_bad_qat_requests_fail_before_any_work(shapes, tmp_path, kwargs, message):
+def test_bad_qat_requests_fail_before_any_work(shapes160, tmp_path, kwargs, message):
     weights = tmp_path / "base.pt"
     weights.write_bytes(SHIPPED_BASELINE.read_bytes())
     with pytest.raises(CompressError, match=message):
-        PruneModel(weights, data=shapes).quantize(**kwargs)
+        PruneModel(weights, data=shapes160).quantize(**kwargs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.pt"]
 
 

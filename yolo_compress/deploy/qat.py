@@ -5,7 +5,8 @@ quantizers with the same preset and the same calibration as the post-training pa
 train images only, the head's decoding in float), and the fake-quantized network trains a few epochs with the
 fp32 weights as its teacher (the distillation trainer's logit KD, :mod:`yolo_compress.patches.distill`). The
 quantizers' ranges train with the weights (straight-through gradients). OpenVINO then converts the fake quantizers
-into INT8 ops: the same IR layout as ``quantize_openvino``'s, loadable by ``YOLO(folder)``.
+into INT8 ops: the same IR layout as ``quantize_openvino``'s, loadable by ``YOLO(folder)``; or the quantizers are
+exported as ONNX QDQ pairs for ONNX Runtime (``*-int8.onnx``, as ``quantize_onnx`` writes).
 
 The NNCF graph of the fused model names its ops by function and call order (``conv/conv2d/5``), not by module,
 so the head's decoding is found by the graph's structure: every op downstream of the last layer's branch
@@ -132,15 +133,45 @@ def save_openvino(model: nn.Module, fp32_folder: Path, imgsz: int) -> Path:
     return out
 
 
-def quantize_aware_distill(weights: Path, fp32_folder: Path, data: Dataset, imgsz: int, s: QuantizeSettings,
+def save_onnx(model: nn.Module, fp32_onnx: Path, imgsz: int) -> Path:
+    """Export a fake-quantized model as a QDQ ONNX model for ONNX Runtime next to its fp32 export
+    (``distill-int8.onnx``, atomically), with the fp32 export's Ultralytics metadata; returns its path.
+
+    NNCF's quantizers export as ``QuantizeLinear``/``DequantizeLinear`` pairs in their ONNX export mode (their default
+    mode writes OpenVINO's ``FakeQuantize`` op, which ONNX Runtime lacks).
+    """
+    import torch
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import QuantizerExportMode
+
+    from yolo_compress.checkpoint import atomic_write_bytes
+    from yolo_compress.deploy.quantize import copy_metadata, int8_path
+
+    model = model.float().eval()
+    head = model.model[-1]
+    head.export, head.format = True, "onnx"
+    for _, quantizer in get_hook_storage(model).named_hooks():
+        quantizer.set_export_mode(QuantizerExportMode.ONNX_QUANTIZE_DEQUANTIZE_PAIRS)
+    out = int8_path(fp32_onnx)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        staged = Path(tmp) / out.name
+        with torch.no_grad():
+            torch.onnx.export(model, torch.zeros(1, 3, imgsz, imgsz), str(staged), opset_version=17, dynamo=False,
+                              input_names=["images"], output_names=["output0"])
+        copy_metadata(fp32_onnx, staged)
+        atomic_write_bytes(out, staged.read_bytes())
+    return out
+
+
+def quantize_aware_distill(weights: Path, fp32: Path, data: Dataset, imgsz: int, s: QuantizeSettings,
                            train: dict[str, Any], resume: bool = False,
                            distill_settings: DistillSettings | None = None) -> Path:
-    """INT8 OpenVINO model of ``weights`` by quantization-aware distillation; returns its folder
-    (``*_int8_openvino_model/``, next to ``fp32_folder``).
+    """INT8 model of ``weights`` by quantization-aware distillation, for the runtime of its fp32 export ``fp32``
+    (an OpenVINO folder: ``*_int8_openvino_model/``; an ONNX file: ``*-int8.onnx`` in QDQ form); returns its path.
 
     Args:
         weights: the fp32 ``.pt``: the student's start and its teacher.
-        fp32_folder: its fp32 OpenVINO export (graph name and ``metadata.yaml``).
+        fp32: its fp32 export (graph name and metadata).
         s: calibration, float layers, ``qat_epochs`` and ``qat_lr`` (AdamW, no warm-up, no mosaic).
         train: other Ultralytics train arguments (``batch``, ``device``, ``seed``, ...).
         resume: continue an interrupted run (the run folder of :func:`qat_path`).
@@ -157,4 +188,6 @@ def quantize_aware_distill(weights: Path, fp32_folder: Path, data: Dataset, imgs
     args = {**train, **QAT_ARGS, "epochs": s.qat_epochs, "lr0": s.qat_lr, "close_mosaic": s.qat_epochs}
     trained = distill(student, weights, data, out, distill_settings or DistillSettings(),
                       train_args(args, data, imgsz, out), resume=resume, take="last").model
-    return save_openvino(trained, fp32_folder, imgsz)
+    if fp32.suffix == ".onnx":
+        return save_onnx(trained, fp32, imgsz)
+    return save_openvino(trained, fp32, imgsz)

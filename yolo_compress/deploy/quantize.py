@@ -24,7 +24,8 @@ from yolo_compress.deploy.settings import QUANTIZE_FORMATS, QuantizeSettings
 from yolo_compress.errors import CompressError
 
 LOGGER = logging.getLogger(__name__)
-ONNX_MODES = ("static", "dynamic")
+ONNX_MODES = ("static", "dynamic", "qat")
+OPENVINO_MODES = ("static", "accuracy", "qat")
 
 
 def check_quantizable(format: str = "onnx", mode: str = "static", task: str = "detect",
@@ -33,25 +34,25 @@ def check_quantizable(format: str = "onnx", mode: str = "static", task: str = "d
     installed."""
     if format not in QUANTIZE_FORMATS:
         raise CompressError(f"INT8 quantization supports {', '.join(QUANTIZE_FORMATS)}, not {format!r}")
-    if format == "openvino":
+    modes = OPENVINO_MODES if format == "openvino" else ONNX_MODES
+    if mode not in modes:
+        other = "--format onnx" if format == "openvino" else "--format openvino (--export openvino in a run)"
+        raise CompressError(f"quantize_mode={mode} is not for {format}, which takes {', '.join(modes)}; or use "
+                            f"{other}")
+    if mode in ("accuracy", "qat") and task != "detect":
+        raise CompressError(f"quantize_mode={mode} is for detectors; use static for a classifier")
+    if mode == "qat" and not float_head:
+        raise CompressError("quantize_mode=qat keeps the head's decoding in float; drop float_head=false "
+                            "(--no-float-head)")
+    if format == "openvino" or mode == "qat":  # NNCF quantizes (and makes QAT's fake quantizers)
         from yolo_compress.deploy.openvino import check_openvino
 
-        if mode == "dynamic":
-            raise CompressError("quantize_mode=dynamic is ONNX Runtime's; OpenVINO INT8 takes static, accuracy or qat")
-        if mode in ("accuracy", "qat") and task != "detect":
-            raise CompressError(f"quantize_mode={mode} is for detectors; use static for a classifier")
-        if mode == "qat" and not float_head:
-            raise CompressError("quantize_mode=qat keeps the head's decoding in float; drop float_head=false "
-                                "(--no-float-head)")
         check_openvino(int8=True)
-        return
-    if mode not in ONNX_MODES:
-        raise CompressError(f"quantize_mode={mode!r} is OpenVINO's (NNCF); use --format openvino (--export "
-                            "openvino in a run), or static or dynamic for ONNX")
-    try:
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError as e:
-        raise CompressError("INT8 quantization needs ONNX Runtime: pip install -e '.[onnx]'") from e
+    if format == "onnx":
+        try:
+            import onnxruntime.quantization  # noqa: F401
+        except ImportError as e:
+            raise CompressError("INT8 quantization needs ONNX Runtime: pip install -e '.[onnx]'") from e
 
 
 def int8_path(onnx_path: Path) -> Path:
@@ -129,8 +130,8 @@ def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "stati
         quantize_static,
     )
 
-    if mode not in ONNX_MODES:
-        raise CompressError(f"quantization mode {mode!r} is not supported; use one of {', '.join(ONNX_MODES)}")
+    if mode not in ("static", "dynamic"):
+        raise CompressError(f"quantization mode {mode!r} is not supported here; use static or dynamic")
     out = int8_path(onnx_path)
     exclude = float_nodes(onnx_path, float_head, float_layers)
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,14 +158,14 @@ def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "stati
             quantize_static(str(prepared), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
             LOGGER.info("INT8: calibrated on %d train images; %d nodes kept in float", len(images), len(exclude))
-        _copy_metadata(onnx_path, staged)
+        copy_metadata(onnx_path, staged)
         from yolo_compress.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(out, staged.read_bytes())
     return out
 
 
-def _copy_metadata(source: Path, target: Path) -> None:
+def copy_metadata(source: Path, target: Path) -> None:
     """Keep Ultralytics' metadata (names, stride, imgsz, task) so ``YOLO(int8.onnx)`` validates and predicts."""
     import onnx
 

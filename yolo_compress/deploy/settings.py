@@ -22,14 +22,14 @@ class ExportSettings(Settings):
 @dataclass(frozen=True)
 class QuantizeSettings(Settings):
     """Whether and how the final weights are quantized to INT8: an ONNX model for ONNX Runtime, or an OpenVINO
-    model when the export format is ``openvino``."""
+    model when the export format is ``openvino`` (``qat``: quantization-aware distillation, for either)."""
 
     quantize: str | None = setting(None, "quantize the final weights: int8 (ONNX Runtime; OpenVINO with "
                                    "--export openvino)", choices=QUANTIZE)
     quantize_mode: str = setting("static", "static (calibrated activations), dynamic (weights only, ONNX), "
                                  "accuracy (OpenVINO: layers that cost most stay in float until the mAP drop is at "
-                                 "most max_drop) or qat (OpenVINO: static, then qat_epochs of fake-quantized "
-                                 "training with the fp32 weights as teacher)", choices=MODES)
+                                 "most max_drop) or qat (static, then qat_epochs of fake-quantized training "
+                                 "with the fp32 weights as teacher; needs the [openvino] extra)", choices=MODES)
     calibration: int = setting(300, "train images (at most) that calibrate static quantization", check=positive,
                                must=">= 1")
     float_head: bool = setting(True, "keep the head's decoding (DFL, box arithmetic, concatenations) in float")
