@@ -47,3 +47,19 @@ def fresh_export(weights: Path, format: str, imgsz: int) -> Path:
     if not path.exists() or path.stat().st_mtime < weights.stat().st_mtime:
         path = export(weights, format, imgsz)
     return path
+
+
+def int8_path(onnx_path: Path) -> Path:
+    """``distill.onnx`` -> ``distill-int8.onnx``."""
+    return onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
+
+
+def copy_metadata(source: Path, target: Path) -> None:
+    """Keep Ultralytics' metadata (names, stride, imgsz, task) so ``YOLO(int8.onnx)`` validates and predicts."""
+    import onnx
+
+    meta = onnx.load(str(source)).metadata_props
+    model = onnx.load(str(target))
+    del model.metadata_props[:]
+    model.metadata_props.extend(meta)
+    onnx.save(model, str(target))

@@ -145,7 +145,7 @@ def save_onnx(model: nn.Module, fp32_onnx: Path, imgsz: int) -> Path:
     from nncf.torch.quantization.layers import QuantizerExportMode
 
     from yolo_compress.checkpoint import atomic_write_bytes
-    from yolo_compress.deploy.quantize import copy_metadata, int8_path
+    from yolo_compress.deploy.export import copy_metadata, int8_path
 
     model = model.float().eval()
     head = model.model[-1]

@@ -20,6 +20,7 @@ import numpy as np
 
 from yolo_compress.dataset import Dataset
 from yolo_compress.deploy.calibration import calibration_images, preprocess
+from yolo_compress.deploy.export import copy_metadata, int8_path
 from yolo_compress.deploy.settings import QUANTIZE_FORMATS, QuantizeSettings
 from yolo_compress.errors import CompressError
 
@@ -53,11 +54,6 @@ def check_quantizable(format: str = "onnx", mode: str = "static", task: str = "d
             import onnxruntime.quantization  # noqa: F401
         except ImportError as e:
             raise CompressError("INT8 quantization needs ONNX Runtime: pip install -e '.[onnx]'") from e
-
-
-def int8_path(onnx_path: Path) -> Path:
-    """``distill.onnx`` -> ``distill-int8.onnx``."""
-    return onnx_path.with_name(f"{onnx_path.stem}-int8.onnx")
 
 
 def int8_output(weights: Path, format: str) -> Path:
@@ -163,14 +159,3 @@ def quantize_onnx(onnx_path: Path, data: Dataset, imgsz: int, mode: str = "stati
 
         atomic_write_bytes(out, staged.read_bytes())
     return out
-
-
-def copy_metadata(source: Path, target: Path) -> None:
-    """Keep Ultralytics' metadata (names, stride, imgsz, task) so ``YOLO(int8.onnx)`` validates and predicts."""
-    import onnx
-
-    meta = onnx.load(str(source)).metadata_props
-    model = onnx.load(str(target))
-    del model.metadata_props[:]
-    model.metadata_props.extend(meta)
-    onnx.save(model, str(target))
