@@ -50,6 +50,18 @@ def test_latency_is_measured_per_model():
     assert 0 < fast < slow
 
 
+def test_interleaved_timing_gives_every_runner_every_slot():
+    from yolo_compress.report.measure import time_interleaved
+
+    calls: list[str] = []
+    runners = [lambda name=name: calls.append(name) for name in "abc"]
+    times = time_interleaved(runners, rounds=6, warmup=0)
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(times) == 3 and all(sorted(r) == ["a", "b", "c"] for r in rounds), "each round runs each once"
+    for slot in range(3):
+        assert sorted(r[slot] for r in rounds) == ["a", "a", "b", "b", "c", "c"], f"slot {slot} is shared equally"
+
+
 @pytest.fixture(scope="module")
 def diagram_yaml(tmp_path_factory) -> Path:
     from yolo_compress.data.diagram import make_diagram_dataset

@@ -154,6 +154,26 @@ def test_benchmark_refuses_a_recipe_off_budget():
         bench.check_budget({"finetune": 15}, 20, "too_short")
 
 
+def test_benchmark_fingerprint_counts_only_the_stages_that_run(tmp_path):
+    from yolo_compress.config import load_config
+
+    bench = _accuracy_benchmark()
+    baseline = tmp_path / "b.pt"
+    baseline.write_bytes(b"weights")
+
+    def fingerprint(**keys):
+        config = load_config(**bench.recipe_config(bench.RECIPES["default"][1], 20, 2.0, 0, baseline,
+                                                   Path("d.yaml"), Path("o"), keys))
+        return bench.run_fingerprint(baseline, config, ["prune", "distill"])
+
+    ref = fingerprint()
+    assert fingerprint(quantize_mode="accuracy", zero_at=0.3) == ref, "settings of stages that do not run"
+    assert fingerprint(kd_tau=2.0) != ref and fingerprint(importance="l2") != ref, "settings of stages that run"
+    assert fingerprint(train_args={"lr0": 0.02}) != ref and fingerprint(budget=40) != ref
+    baseline.write_bytes(b"other weights")
+    assert fingerprint() != ref, "another baseline"
+
+
 def test_import_changes_nothing_in_the_process():
     script = ("import os, torch; env = dict(os.environ); n = torch.get_num_threads(); import yolo_compress, sys; "
               "print(env == dict(os.environ), n == torch.get_num_threads(), 'ultralytics' in sys.modules)")

@@ -1,12 +1,13 @@
 """Quantization-aware distillation: INT8 that trains to recover what post-training quantization loses.
 
 The fp32 weights are fused (BatchNorm folded into the convolutions, as every export does), NNCF inserts fake
-quantizers with the same preset and the same calibration as the post-training path (:mod:`.openvino`: PERFORMANCE,
-train images only, the head's decoding in float), and the fake-quantized network trains a few epochs with the
-fp32 weights as its teacher (the distillation trainer's logit KD, :mod:`yolo_compress.patches.distill`). The
-quantizers' ranges train with the weights (straight-through gradients). OpenVINO then converts the fake quantizers
-into INT8 ops: the same IR layout as ``quantize_openvino``'s, loadable by ``YOLO(folder)``; or the quantizers are
-exported as ONNX QDQ pairs for ONNX Runtime (``*-int8.onnx``, as ``quantize_onnx`` writes).
+quantizers calibrated as in the post-training path (:mod:`.openvino`: train images only, the head's decoding in
+float; the ``PERFORMANCE`` preset, symmetric activations, the one ``benchmarks/qat.py`` measured), and the
+fake-quantized network trains a few epochs with the fp32 weights as its teacher (the distillation trainer's logit
+KD, :mod:`yolo_compress.patches.distill`). The quantizers' ranges train with the weights (straight-through
+gradients). OpenVINO then converts the fake quantizers into INT8 ops: the same IR layout as
+``quantize_openvino``'s, loadable by ``YOLO(folder)``; or the quantizers are exported as ONNX QDQ pairs for ONNX
+Runtime (``*-int8.onnx``, as ``quantize_onnx`` writes).
 
 The NNCF graph of the fused model names its ops by function and call order (``conv/conv2d/5``), not by module,
 so the head's decoding is found by the graph's structure: every op downstream of the last layer's branch

@@ -17,12 +17,16 @@ Runner = Callable[[], object]
 
 def time_interleaved(runners: list[Runner], rounds: int = 30, warmup: int = 3) -> list[float]:
     """Median milliseconds of each runner: each round calls every runner once in turn (so a busy machine slows
-    every row alike); the first ``warmup`` rounds are not timed."""
+    every row alike), starting one runner later each round, so that every runner runs in every slot of the round
+    equally often (a fixed order biased neighbouring rows by a few percent: caches, frequency, thread wake-up); the
+    first ``warmup`` rounds are not timed."""
     times: list[list[float]] = [[] for _ in runners]
+    n = len(runners)
     for r in range(warmup + rounds):
-        for i, run in enumerate(runners):
+        for slot in range(n):
+            i = (r + slot) % n
             t0 = time.perf_counter()
-            run()
+            runners[i]()
             if r >= warmup:
                 times[i].append((time.perf_counter() - t0) * 1e3)
     return [statistics.median(t) for t in times]
