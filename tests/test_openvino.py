@@ -126,8 +126,9 @@ def test_the_holdout_yardstick_agrees_with_ultralytics_validator(exported, shape
 
 
 def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, shapes160, tmp_path):
-    """With the head's decoding quantized too (``float_head=False``) static INT8 loses far more than 1 point on the
-    held-out images; the accuracy-controlled mode returns layers to float until it loses at most ``max_drop``."""
+    """With the head's decoding quantized too (``float_head=False``) static INT8 loses more than 1 point on the
+    held-out images; the accuracy-controlled mode returns layers to float until it loses at most ``max_drop`` (0.5
+    point: the quantized-head model calibrated on the other half loses ~1 point, so layers must return)."""
     import openvino as ov
 
     from yolo_compress.dataset import resolve_data
@@ -139,14 +140,14 @@ def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, s
     for mode in ("static", "accuracy"):
         fp32 = tmp_path / f"{mode}_openvino_model"
         shutil.copytree(exported["fp32"], fp32)
-        made[mode] = quantize_openvino(fp32, data, 160, mode=mode, calibration=16, float_head=False, max_drop=0.01,
+        made[mode] = quantize_openvino(fp32, data, 160, mode=mode, calibration=16, float_head=False, max_drop=0.005,
                                        holdout=24)
     _, items = holdout_items(data, 160, count=24)
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as NNCF evaluates (the CPU's default may be bf16)
     score = {k: map50_95(ov.Core().compile_model(model_xml(v), "CPU", f32), items)
              for k, v in {"fp32": exported["fp32"], **made}.items()}
     assert score["static"] < score["fp32"] - 0.01
-    assert score["accuracy"] >= score["fp32"] - 0.01 - 1e-6
+    assert score["accuracy"] >= score["fp32"] - 0.005 - 1e-6
     quantizers = {k: sum(op.get_type_name() == "FakeQuantize" for op in _ops(v)) for k, v in made.items()}
     assert 0 < quantizers["accuracy"] < quantizers["static"]
 
