@@ -90,12 +90,10 @@ def run_fingerprint(baseline: Path, config: Any, running: list[str]) -> str:
     reruns the recipe): the run's keys, ``train_args``, switches, epochs, and the settings of the stages in
     ``running`` only, so that a setting added to a stage the recipe does not run (a new INT8 mode) keeps its
     records."""
-    keys = {k: v for k, v in config.run.to_dict().items() if k != "out"}
-    keys.update({"train_args": dict(config.train_args), **config.switches,
-                 **{f"{name}_epochs": v for name, v in config.epochs.items()}})
-    for name in running:
-        if name in config.settings:
-            keys.update(config.settings[name].to_dict())
+    from yolo_compress.config import config_dict
+
+    idle = {k for name, settings in config.settings.items() if name not in running for k in settings.to_dict()}
+    keys = {k: v for k, v in config_dict(config).items() if k != "out" and k not in idle}
     return hashlib.sha256(json.dumps([sha(baseline), keys], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
