@@ -17,7 +17,7 @@ of the paired difference). Every finished run is recorded in ``results/accuracy_
 of its baseline and config, so a rerun continues where it stopped, across sessions. Writes ``accuracy.md`` and
 ``accuracy.json`` under ``results/``. Run it alone on the machine.
 
-    .venv/bin/python benchmarks/accuracy.py --quick              # 1 budget (20), 2x, 3 seeds, A G default
+    .venv/bin/python benchmarks/accuracy.py --quick              # shapes, budget 20, 2x, 3 seeds, A G default
     .venv/bin/python benchmarks/accuracy.py                      # budgets 20 and 40, 2x and 3x, 5 seeds
     .venv/bin/python benchmarks/accuracy.py --tag x1 --recipes default --seeds 0 --set zero_at=0.3  # exploration
 """
@@ -332,15 +332,17 @@ def exploration(runs: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``--quick`` and the data-set default applied."""
     from yolo_compress.cli import parse_key_values
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default=str(ROOT / "work" / "accuracy"), help="data, weights and runs (cache)")
     ap.add_argument("--tag", default="main", help="run-id prefix; only 'main' is reported")
-    ap.add_argument("--quick", action="store_true", help="budget 20, 2x, seeds 0-2, recipes A G default")
-    ap.add_argument("--datasets", nargs="+", default=[d for d in DATASETS if DATASETS[d]["baseline"].is_file()],
-                    choices=list(DATASETS), help="default: every data set whose baseline is there")
+    ap.add_argument("--quick", action="store_true",
+                    help="budget 20, 2x, seeds 0-2, recipes A G default, on shapes unless --datasets says otherwise")
+    ap.add_argument("--datasets", nargs="+", choices=list(DATASETS),
+                    help="default: every data set whose baseline is there (--quick: shapes)")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--budgets", nargs="+", type=int, default=[20, 40])
     ap.add_argument("--speedups", nargs="+", type=float, default=[2.0, 3.0])
@@ -349,11 +351,18 @@ def main() -> None:
                     help="pipeline config key for every run of this tag (exploration)")
     ap.add_argument("--notes", default="", help="file whose text is appended to accuracy.md")
     ap.add_argument("--report-only", action="store_true")
-    a = ap.parse_args()
-    if a.quick:
+    a = ap.parse_args(argv)
+    if a.quick:  # shapes: ~10 min on 2 cores; one clutter run alone takes ~6
         a.budgets, a.speedups, a.seeds, a.recipes = [20], [2.0], [0, 1, 2], ["A", "G", "default"]
+        a.datasets = a.datasets or ["shapes"]
+    a.datasets = a.datasets or [d for d in DATASETS if DATASETS[d]["baseline"].is_file()]
     a.overrides = parse_key_values(a.sets)
     a.notes = Path(a.notes).read_text() if a.notes else ""
+    return a
+
+
+def main() -> None:
+    a = parse_args()
     if not a.report_only:
         Bench(a).run()
     if a.tag == "main":

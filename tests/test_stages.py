@@ -154,6 +154,17 @@ def test_benchmark_refuses_a_recipe_off_budget():
         bench.check_budget({"finetune": 15}, 20, "too_short")
 
 
+def test_benchmark_quick_mode_is_one_small_grid():
+    bench = _accuracy_benchmark()
+    quick = bench.parse_args(["--quick"])
+    assert (quick.datasets, quick.budgets, quick.speedups, quick.seeds) == (["shapes"], [20], [2.0], [0, 1, 2])
+    assert quick.recipes == ["A", "G", "default"]
+    assert bench.parse_args(["--quick", "--datasets", "clutter"]).datasets == ["clutter"]
+    full = bench.parse_args([])
+    assert (full.budgets, full.speedups, len(full.seeds)) == ([20, 40], [2.0, 3.0], 5)
+    assert full.datasets == [d for d, spec in bench.DATASETS.items() if spec["baseline"].is_file()]
+
+
 def test_benchmark_fingerprint_counts_only_the_stages_that_run(tmp_path):
     from yolo_compress.config import load_config
 
