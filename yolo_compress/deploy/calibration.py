@@ -27,8 +27,27 @@ def calibration_images(data: Dataset, count: int, exclude: Collection[Path] = ()
     return images[::step][:count]
 
 
+def read_image(path: Path) -> np.ndarray:
+    """An image as Ultralytics reads it (``cv2.imread``: BGR, HWC, uint8).
+
+    Raises:
+        CompressError: the file cannot be read as an image.
+    """
+    import cv2
+
+    img = cv2.imread(str(path))
+    if img is None:
+        raise CompressError(f"cannot read image {path} (needed to calibrate or check INT8); delete or replace it")
+    return img
+
+
 def preprocess(path: Path, imgsz: int, task: str) -> np.ndarray:
-    """One image as the exported model takes it: (1, 3, imgsz, imgsz) float32 RGB in [0, 1].
+    """One image file as the exported model takes it (see :func:`to_input`)."""
+    return to_input(read_image(path), imgsz, task)
+
+
+def to_input(img: np.ndarray, imgsz: int, task: str) -> np.ndarray:
+    """A BGR image as the exported model takes it: (1, 3, imgsz, imgsz) float32 RGB in [0, 1].
 
     Detectors get Ultralytics' inference letterbox (aspect kept, grey 114 padding); classifiers a resize of the
     centre crop, as Ultralytics' classification transforms do.
@@ -36,9 +55,6 @@ def preprocess(path: Path, imgsz: int, task: str) -> np.ndarray:
     import cv2
     from ultralytics.data.augment import LetterBox
 
-    img = cv2.imread(str(path))
-    if img is None:
-        raise CompressError(f"cannot read calibration image {path}")
     if task == "classify":
         h, w = img.shape[:2]
         s = min(h, w)

@@ -37,9 +37,7 @@ def letterboxed_labels(image: Path, shape: tuple[int, int], imgsz: int) -> np.nd
 def holdout_items(data: Dataset, imgsz: int, count: int) -> tuple[list[Path], list[tuple[np.ndarray, np.ndarray]]]:
     """Up to ``count`` train images (at most half the split, so the rest can calibrate), evenly spread, and each as
     (model input, letterboxed labels)."""
-    import cv2
-
-    from yolo_compress.deploy.calibration import preprocess
+    from yolo_compress.deploy.calibration import read_image, to_input
 
     images = split_images(data, "train")
     count = min(count, len(images) // 2)
@@ -47,8 +45,8 @@ def holdout_items(data: Dataset, imgsz: int, count: int) -> tuple[list[Path], li
     chosen = images[::step][:count]
     items = []
     for path in chosen:
-        shape = cv2.imread(str(path)).shape[:2]
-        items.append((preprocess(path, imgsz, data.task), letterboxed_labels(path, shape, imgsz)))
+        img = read_image(path)  # read once: its shape places the labels
+        items.append((to_input(img, imgsz, data.task), letterboxed_labels(path, img.shape[:2], imgsz)))
     return chosen, items
 
 
