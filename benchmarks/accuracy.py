@@ -85,16 +85,19 @@ def recipe_config(recipe: dict[str, Any], budget: int, speed_up: float, seed: in
             "speed_up": speed_up, **keys, "train_args": train_args}
 
 
-def run_fingerprint(baseline: Path, config: Any, running: list[str]) -> str:
+def run_fingerprint(baseline: Path, config: Any, running: list[str], work: Path) -> str:
     """The baseline's hash and every resolved key that can change the run (defaults included: a changed default
     reruns the recipe): the run's keys, ``train_args``, switches, epochs, and the settings of the stages in
     ``running`` only, so that a setting added to a stage the recipe does not run (a new INT8 mode) keeps its
-    records."""
+    records. Paths under ``work`` and the repository are written relative to them: a record holds in any checkout."""
     from yolo_compress.config import config_dict
 
     idle = {k for name, settings in config.settings.items() if name not in running for k in settings.to_dict()}
     keys = {k: v for k, v in config_dict(config).items() if k != "out" and k not in idle}
-    return hashlib.sha256(json.dumps([sha(baseline), keys], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps([sha(baseline), keys], sort_keys=True, default=str)
+    for root, name in ((work, "<work>"), (ROOT.parent, "<repo>")):
+        text = text.replace(str(Path(root).resolve()), name)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_budget(spent: dict[str, int], budget: int, run_id: str) -> None:
@@ -137,7 +140,7 @@ class Bench:
         keys = recipe_config(RECIPES[recipe][1], budget, speed_up, seed, baseline, data, out, self.a.overrides)
         config = load_config(**keys)
         pipeline = CompressionPipeline(config)
-        fingerprint = run_fingerprint(baseline, config, [s.name for s in pipeline.enabled()])
+        fingerprint = run_fingerprint(baseline, config, [s.name for s in pipeline.enabled()], self.work)
         if self.runs["runs"].get(run_id, {}).get("fingerprint") == fingerprint:
             return
         spent = pipeline.budget()

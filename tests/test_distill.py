@@ -91,7 +91,7 @@ def test_recorder_hook_is_picklable_and_names_are_checked():
 
 # ---- distiller ----------------------------------------------------------------------------------------------------
 def test_weight_schedule_warms_up_then_holds_or_decays():
-    s = DistillSettings(distill_warmup=0.2)
+    s = DistillSettings(distill_warmup=0.2, distill_schedule="constant")
     assert [s.weight_at(p) for p in (0.0, 0.1, 0.2, 0.6, 1.0)] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
     c = DistillSettings(distill_warmup=0.0, distill_schedule="cosine", distill_final=0.1)
     assert [c.weight_at(p) for p in (0.0, 0.5, 1.0)] == pytest.approx([1.0, 0.55, 0.1])

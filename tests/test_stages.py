@@ -169,19 +169,22 @@ def test_benchmark_fingerprint_counts_only_the_stages_that_run(tmp_path):
     from yolo_compress.config import load_config
 
     bench = _accuracy_benchmark()
-    baseline = tmp_path / "b.pt"
-    baseline.write_bytes(b"weights")
 
-    def fingerprint(**keys):
-        config = load_config(**bench.recipe_config(bench.RECIPES["default"][1], 20, 2.0, 0, baseline,
-                                                   Path("d.yaml"), Path("o"), keys))
-        return bench.run_fingerprint(baseline, config, ["prune", "distill"])
+    def fingerprint(work=tmp_path / "w1", **keys):
+        baseline = work / "b.pt"
+        if not baseline.is_file():
+            work.mkdir(parents=True, exist_ok=True)
+            baseline.write_bytes(b"weights")
+        config = load_config(**bench.recipe_config(bench.RECIPES["G"][1], 20, 2.0, 0, baseline, work / "d.yaml",
+                                                   work / "o", keys))
+        return bench.run_fingerprint(baseline, config, ["prune", "finetune"], work)
 
     ref = fingerprint()
     assert fingerprint(quantize_mode="accuracy", zero_at=0.3) == ref, "settings of stages that do not run"
-    assert fingerprint(kd_tau=2.0) != ref and fingerprint(importance="l2") != ref, "settings of stages that run"
-    assert fingerprint(train_args={"lr0": 0.02}) != ref and fingerprint(budget=40) != ref
-    baseline.write_bytes(b"other weights")
+    assert fingerprint(importance="l2") != ref and fingerprint(budget=40) != ref, "settings of stages that run"
+    assert fingerprint(train_args={"lr0": 0.02}) != ref
+    assert fingerprint(tmp_path / "w2") == ref, "the same run in another work folder (G's teacher path included)"
+    (tmp_path / "w1" / "b.pt").write_bytes(b"other weights")
     assert fingerprint() != ref, "another baseline"
 
 
