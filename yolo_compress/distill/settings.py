@@ -29,9 +29,9 @@ class DistillSettings(Settings):
     """What the teacher teaches and how strongly.
 
     Detection: the distillation weight ramps linearly from 0 to 1 over the first ``distill_warmup`` share of the run
-    (a freshly pruned student is not hit at full strength), then decays along a cosine to ``distill_final``
-    (``cosine``: the teacher steers early, the labels have the last word; the measured best in
-    ``benchmarks/accuracy.py``) or stays (``constant``); it multiplies both ``distill_weight`` and ``kd_weight``.
+    (a freshly pruned student is not hit at full strength), then stays (``constant``) or decays along a cosine to
+    ``distill_final`` (``cosine``: better at 20 epochs where pruning costs most, worse at 40 on the easy set, so not
+    the default; ``benchmarks/results/accuracy_notes.md``); it multiplies both ``distill_weight`` and ``kd_weight``.
     """
 
     loss: str | None = setting(None, f"distillation losses: a feature loss, logit KD, or both (default "
@@ -57,8 +57,8 @@ class DistillSettings(Settings):
                                 must="in [0, 1)")
     distill_warmup: float = setting(0.2, "detection: share of the run over which the weight ramps up from 0",
                                     check=_fraction, must="in [0, 1)")
-    distill_schedule: str = setting("cosine", "detection, after the warm-up: cosine decay to distill_final "
-                                    "(measured best), or constant", choices=SCHEDULES)
+    distill_schedule: str = setting("constant", "detection, after the warm-up: constant, or cosine decay to "
+                                    "distill_final", choices=SCHEDULES)
     distill_final: float = setting(0.1, "final weight factor of the cosine schedule", check=non_negative, must=">= 0")
 
     def for_task(self, task: str) -> DistillSettings:
