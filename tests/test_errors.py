@@ -74,6 +74,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
                                    "--save", "o/x.pt"], "o"),
     "teacher_classes": (lambda f: ["distill", "--weights", str(f["w"]), "--data", str(f["data"]), "--teacher",
                                    str(f["nc2"]), "--save", "o/x.pt"], "o"),
+    "run_teacher_classes": (lambda f: ["run", "--weights", str(f["w"]), "--data", str(f["data"]), "--teacher",
+                                       str(f["nc2"]), "--sparse", "--out", "o"], "o"),
     "teacher_task": (lambda f: ["distill", "--weights", str(f["w"]), "--data", str(f["data"]), "--teacher",
                                 str(f["cls"]), "--save", "o/x.pt"], "o"),
     "missing_teacher": (lambda f: ["distill", "--weights", str(f["w"]), "--data", str(f["data"]), "--teacher",

@@ -162,6 +162,13 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
     assert DistillStage(ctx()).sources(done) == {"weights": done["prune"], "teacher": done["baseline"]}
     assert DistillStage(ctx(distill_from="finetune")).sources(done)["weights"] == done["finetune"]
     assert DistillStage(ctx(sparse=False)).sources(done)["teacher"] == done["baseline"]
+    larger = tmp_path / "larger.pt"
+    assert DistillStage(ctx(teacher=str(larger))).sources(done)["teacher"] == larger
+    from yolo_compress.sparse.stage import SparseStage
+
+    assert SparseStage(ctx(sparse=True, teacher=str(larger))).sources(done) == {"weights": done["baseline"]}
+    taught = SparseStage(ctx(sparse=True, sparse_distill=True, teacher=str(larger))).sources(done)
+    assert taught == {"weights": done["baseline"], "teacher": larger}  # sparse_distill learns from it too
     export = ExportStage(ctx(export="onnx"))
     assert export.sources(done) == {"weights": done["distill"]}
     assert export.outputs() == {"file": tmp_path / "distill.onnx"}

@@ -170,17 +170,21 @@ def test_benchmark_fingerprint_counts_only_the_stages_that_run(tmp_path):
 
     bench = _accuracy_benchmark()
 
-    def fingerprint(work=tmp_path / "w1", **keys):
+    def fingerprint(work=tmp_path / "w1", running=("prune", "finetune"), **keys):
         baseline = work / "b.pt"
         if not baseline.is_file():
             work.mkdir(parents=True, exist_ok=True)
             baseline.write_bytes(b"weights")
         config = load_config(**bench.recipe_config(bench.RECIPES["G"][1], 20, 2.0, 0, baseline, work / "d.yaml",
                                                    work / "o", keys))
-        return bench.run_fingerprint(baseline, config, ["prune", "finetune"], work)
+        return bench.run_fingerprint(baseline, config, list(running), work)
 
     ref = fingerprint()
-    assert fingerprint(quantize_mode="accuracy", zero_at=0.3) == ref, "settings of stages that do not run"
+    assert fingerprint(quantize_mode="accuracy", zero_at=0.3, kd_tau=2.0) == ref, "settings of stages that do not run"
+    taught = fingerprint(running=("prune", "distill"))
+    assert fingerprint(running=("prune", "distill"), kd_tau=2.0) != taught != ref, "a distillation setting"
+    larger = fingerprint(teacher=str(tmp_path / "w1" / "t.pt"))
+    assert larger != ref and fingerprint(tmp_path / "w2", teacher=str(tmp_path / "w2" / "t.pt")) == larger
     assert fingerprint(importance="l2") != ref and fingerprint(budget=40) != ref, "settings of stages that run"
     assert fingerprint(train_args={"lr0": 0.02}) != ref
     assert fingerprint(tmp_path / "w2") == ref, "the same run in another work folder (G's teacher path included)"

@@ -86,8 +86,8 @@ class CompressionPipeline:
     def _check_overwrites(self) -> None:
         """Refuse a run that would write over one of its inputs (e.g. ``--weights OUT/finetune.pt``)."""
         c = self.ctx.config
-        inputs = {Path(p).resolve(): flag for p, flag in ((c.run.weights, "--weights"), (self.ctx.data.path, "--data"))
-                  if p is not None}
+        given = ((c.run.weights, "--weights"), (c.run.teacher, "--teacher"), (self.ctx.data.path, "--data"))
+        inputs = {Path(p).resolve(): flag for p, flag in given if p is not None}
         for stage in self.enabled():
             if stage.name == self.names[0]:
                 continue  # the model to compress: its output is the --weights file itself, read only

@@ -52,6 +52,8 @@ class RunSettings(Settings):
                             choices=SCHEDULES)
     distill_from: str = setting("prune", "distillation starts from the pruned (a fair comparison with fine-tuning) "
                                 "or the fine-tuned weights", check=lambda v: v in FROM, must="prune or finetune")
+    teacher: str | None = setting(None, "distillation teacher .pt (none: the unpruned baseline), e.g. a larger model "
+                                  "trained on the same data")
     latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
                                   must=">= 0")
 

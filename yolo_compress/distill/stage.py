@@ -41,7 +41,8 @@ def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, set
 
 
 class DistillStage(TrainingStage):
-    """Distil the pruned model from the unpruned baseline (the sparse model has already lost its freed channels)."""
+    """Distil the pruned model from the unpruned baseline (the sparse model has already lost its freed channels) or
+    from the ``teacher`` the run names."""
 
     name = "distill"
     settings_cls = DistillSettings
@@ -55,7 +56,9 @@ class DistillStage(TrainingStage):
         return super().starts_from(running)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": self.start(done), "teacher": done["baseline"]}
+        """The start weights and the teacher: ``teacher`` when set, else the unpruned baseline."""
+        teacher = self.config.run.teacher
+        return {"weights": self.start(done), "teacher": Path(teacher) if teacher else done["baseline"]}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "distill_from": self.config.run.distill_from}
@@ -67,9 +70,11 @@ class DistillStage(TrainingStage):
         if self.ctx.data.task not in TRAINERS:
             raise CompressError(f"distillation of {self.ctx.data.task} models is not supported; set distill: false "
                                 "(--no-distill)")
-        settings = self.config.settings_of(DistillSettings).for_task(self.ctx.data.task)
-        if settings.feature:
+        settings = self.config.settings_of(DistillSettings)
+        if settings.for_task(self.ctx.data.task).feature:
             hooked_layer_names(model, settings.distill_layers)
+        if self.config.run.teacher:
+            check_teacher(self.config.run.teacher, self.ctx.data, settings, self.ctx.imgsz)
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         out = self.outputs()["weights"]

@@ -77,11 +77,12 @@ class SparseStage(TrainingStage):
     follows = ("baseline",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        return {"weights": self.start(done)}
+        teacher = self.config.run.teacher if self._teacher() else None
+        return {"weights": self.start(done), **({"teacher": Path(teacher)} if teacher else {})}
 
     def _teacher(self) -> dict[str, Any]:
-        """The distill stage's settings, when this stage distils (from its own input, the unpruned model); read by
-        stage name, so sparse training needs nothing of the later stage's code."""
+        """The distill stage's settings, when this stage distils (from the run's ``teacher``, else its own input, the
+        unpruned model); read by stage name, so sparse training needs nothing of the later stage's code."""
         on = self.config.settings_of(SparseSettings).sparse_distill
         return self.config.settings["distill"].to_dict() if on else {}
 
@@ -93,7 +94,7 @@ class SparseStage(TrainingStage):
         c = self.config
         teacher = self._teacher()
         if teacher:
-            teacher["teacher"] = str(sources["weights"])
+            teacher["teacher"] = str(sources.get("teacher", sources["weights"]))
         result = sparse_train(load_model(sources["weights"]), self.ctx.data, self.outputs()["weights"],
                               c.settings_of(SparseSettings), c.settings_of(PruneSettings), self.ctx.imgsz,
                               self.ultralytics_args(), resume, teacher=teacher or None)
