@@ -218,7 +218,7 @@ def summarise(runs: dict[str, Any], tag: str) -> dict[str, Any]:
                     diff, low, high = paired([seeds[s]["map"] - ref[s]["map"] for s in common]) if common else (
                         nan, nan, nan)
                     recipes[recipe] = {
-                        "map_mean": statistics.mean(maps), "map_std": statistics.stdev(maps) if len(maps) > 1 else 0.0,
+                        "map_mean": statistics.mean(maps), "map_std": statistics.stdev(maps) if len(maps) > 1 else nan,
                         "seeds": len(maps), "epochs_total": total, "epochs": seeds[order[0]]["epochs"],
                         "diff_vs_A": diff, "ci95_low": low, "ci95_high": high, "paired_seeds": len(common),
                         "maps": dict(zip(order, maps))}
@@ -307,7 +307,8 @@ def write_report(summary: dict[str, Any], base: dict[str, float], a: argparse.Na
                     split = epoch_split(e["epochs"])
                     ci = "" if math.isnan(e["ci95_low"]) else (
                         f"[{100 * e['ci95_low']:+.1f}, {100 * e['ci95_high']:+.1f}]")
-                    lines.append(f"| {recipe} | {what} | {split} | {e['map_mean']:.3f} | {e['map_std']:.3f} | "
+                    std = "n/a" if math.isnan(e["map_std"]) else f"{e['map_std']:.3f}"  # one seed has no spread
+                    lines.append(f"| {recipe} | {what} | {split} | {e['map_mean']:.3f} | {std} | "
                                  f"{e['seeds']} | {100 * e['diff_vs_A']:+.1f} | {ci} |")
                 lines.append("")
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
