@@ -324,8 +324,16 @@ def epoch_split(epochs: dict[str, int]) -> str:
     return " + ".join(f"{k} {epochs[k]}" for k in sorted(epochs, key=lambda k: order.index(k) if k in order else 9))
 
 
+def a_maps(runs: dict[str, Any], tag: str, cell: str) -> dict[str, float]:
+    """seed -> mAP of the (A) runs of ``tag`` in ``cell`` (``data set/budget/ratio``)."""
+    prefix = f"{tag}/{cell}/A/"
+    return {k.rsplit("/", 1)[1]: r["map"] for k, r in runs["runs"].items() if k.startswith(prefix)}
+
+
 def exploration(runs: dict[str, Any]) -> list[str]:
-    """Every other tag's runs (``--tag x... --set ...``), each paired seed by seed with ``main``'s (A)."""
+    """Every other tag's runs (``--tag x... --set ...``), each paired seed by seed with an (A): the tag's own when it
+    ran one in that cell (a change that applies to every recipe, such as the learning rate, is then compared at the
+    same change), else ``main``'s."""
     groups: dict[tuple, dict[str, float]] = {}
     for run_id, r in runs["runs"].items():
         tag, dataset, budget, ratio, recipe, seed = run_id.split("/")
@@ -335,16 +343,18 @@ def exploration(runs: dict[str, Any]) -> list[str]:
             groups.setdefault(key, {})[seed] = r["map"]
     if not groups:
         return []
-    lines = ["## Exploration (other tags: one change each, paired with main's (A) on the same seeds)", "",
-             "| tag | data / budget / ratio | recipe + change | epochs | mAP50-95 mean | seeds | vs A |",
-             "|---|---|---|---|---:|---:|---:|"]
+    lines = ["## Exploration (other tags: one change each, paired on the same seeds with the tag's own (A) where it "
+             "ran one, else with main's)", "",
+             "| tag | data / budget / ratio | recipe + change | epochs | mAP50-95 mean | seeds | vs A | A of |",
+             "|---|---|---|---|---:|---:|---:|---|"]
     for (tag, dataset, budget, ratio, recipe, overrides, split), maps in sorted(groups.items()):
-        ref = {s: v["map"] for k, v in runs["runs"].items() if k.startswith(f"main/{dataset}/{budget}/{ratio}/A/")
-               for s in [k.rsplit("/", 1)[1]]}
+        cell = f"{dataset}/{budget}/{ratio}"
+        ref_tag = tag if a_maps(runs, tag, cell) else "main"
+        ref = a_maps(runs, ref_tag, cell)
         common = sorted(set(maps) & set(ref))
         diff = statistics.mean(maps[s] - ref[s] for s in common) if common else float("nan")
         lines.append(f"| {tag} | {dataset} / {budget} / {ratio} | {recipe} {overrides} | {split} | "
-                     f"{statistics.mean(maps.values()):.3f} | {len(maps)} | {100 * diff:+.1f} |")
+                     f"{statistics.mean(maps.values()):.3f} | {len(maps)} | {100 * diff:+.1f} | {ref_tag} |")
     return [*lines, ""]
 
 

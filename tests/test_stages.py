@@ -199,3 +199,18 @@ def test_import_changes_nothing_in_the_process():
                          env={k: v for k, v in __import__("os").environ.items() if not k.startswith("YOLO")})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True", "False"]
+
+
+def test_benchmark_exploration_pairs_with_the_tags_own_A_when_it_ran_one():
+    bench = _accuracy_benchmark()
+    run = {"epochs": {"finetune": 20}}
+    runs = {"runs": {
+        "main/d/20ep/3x/A/seed0": {**run, "map": 0.50}, "main/d/20ep/3x/A/seed1": {**run, "map": 0.52},
+        "xlr/d/20ep/3x/A/seed0": {**run, "map": 0.54}, "xlr/d/20ep/3x/A/seed1": {**run, "map": 0.56},
+        "xlr/d/20ep/3x/default/seed0": {**run, "map": 0.55}, "xlr/d/20ep/3x/default/seed1": {**run, "map": 0.58},
+        "xkd/d/20ep/3x/default/seed0": {**run, "map": 0.51}, "xkd/d/20ep/3x/default/seed1": {**run, "map": 0.55},
+    }}
+    rows = {(c[0], c[2]): c[6:] for c in (line.strip("| ").split(" | ") for line in bench.exploration(runs)[4:-1])}
+    assert rows[("xlr", "default {}")] == ["+1.5", "xlr"], "its own (A): (0.01 + 0.02) / 2"
+    assert rows[("xlr", "A {}")] == ["+0.0", "xlr"]
+    assert rows[("xkd", "default {}")] == ["+2.0", "main"], "no (A) of its own: main's, (0.01 + 0.03) / 2"
