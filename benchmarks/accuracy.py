@@ -349,8 +349,8 @@ def exploration(runs: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---:|---:|---:|---|"]
     for (tag, dataset, budget, ratio, recipe, overrides, split), maps in sorted(groups.items()):
         cell = f"{dataset}/{budget}/{ratio}"
-        ref_tag = tag if a_maps(runs, tag, cell) else "main"
-        ref = a_maps(runs, ref_tag, cell)
+        own = a_maps(runs, tag, cell)
+        ref_tag, ref = (tag, own) if own else ("main", a_maps(runs, "main", cell))
         common = sorted(set(maps) & set(ref))
         diff = statistics.mean(maps[s] - ref[s] for s in common) if common else float("nan")
         lines.append(f"| {tag} | {dataset} / {budget} / {ratio} | {recipe} {overrides} | {split} | "
