@@ -4,10 +4,12 @@ Every recipe starts from the same converged baseline and gets the same number of
 training, fine-tuning and distillation all count: ``CompressionPipeline.budget()`` is checked against the budget
 and a recipe that spends more or less is refused). Each recipe is a set of pipeline config keys:
 
-    A        prune with torch-pruning's default criterion (group magnitude) + the stock fine-tune, whole budget
+    A        prune with torch-pruning's default criterion (group magnitude) and the Detect head kept whole, as its
+             YOLOv8 example does, + the stock fine-tune for the whole budget
     G        (A) with Ultralytics' built-in distillation (``distill_model``, the unpruned model as teacher)
-    default  ``yolo-compress run`` as it is (prune + logit KD from the baseline over the whole budget); without its
-             distillation it is (A)
+    default  ``yolo-compress run`` as it is (prune, the head's inner convs like any other layer, + logit KD from
+             the baseline over the whole budget)
+    no_distill   the default without distillation (its pruning + fine-tuning): does distillation earn its place?
     with_sparse, sparse_finetune   sparse training added (its epochs taken from the budget), with KD or fine-tuning
     larger_teacher   the default distilled from a YOLOv8s trained like the baseline (data sets that ship one)
 
@@ -48,19 +50,22 @@ DATASETS = {
                 "teacher": WEIGHTS / "clutter-yolov8s.pt"},  # a YOLOv8s trained like the baseline
 }
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
-    "A": ("prune (torch-pruning's group magnitude) + stock fine-tune",
-          {"sparse": False, "distill": False, "importance": "group_norm", "schedule": "stage"}),
+    "A": ("prune (torch-pruning's group magnitude, Detect head kept whole as in its YOLOv8 example) + stock fine-tune",
+          {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage"}),
     "G": ("(A) + Ultralytics' distill_model (teacher: the baseline)",
-          {"sparse": False, "distill": False, "importance": "group_norm", "schedule": "stage",
+          {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage",
            "train_args": {"distill_model": "{baseline}"}}),
-    "default": ("yolo-compress run (defaults: prune + logit KD from the baseline)", {"finetune": False}),
+    "default": ("yolo-compress run (defaults: prune, head's inner convs too, + logit KD from the baseline)",
+                {"finetune": False}),
+    "no_distill": ("the default without distillation: its pruning + fine-tuning for the whole budget",
+                   {"distill": False}),
     "with_sparse": ("the default with sparse training first (its epochs taken from the budget)",
                     {"finetune": False, "sparse": True}),
     "sparse_finetune": ("sparse training + pruning + fine-tuning (no distillation)",
                         {"sparse": True, "distill": False}),
     "larger_teacher": ("the default with a larger teacher (YOLOv8s, trained like the baseline)",
                        {"finetune": False, "teacher": "{teacher}"}),  # data sets that ship one
-}  # the default without distillation is (A): the same pruning and the same single-stage fine-tune
+}
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 

@@ -88,19 +88,53 @@ def test_factor_half_reduction(v8n, pruned):
     # YOLOv8n with nc=4 has 3,011,628 parameters and 8.19 GFLOPs at 640 (Ultralytics' counter)
     assert result.params_before == count_params(v8n) == 3_011_628
     assert result.params_after == count_params(model)
-    assert result.params_ratio == pytest.approx(0.3524, abs=0.01)
+    assert result.params_ratio == pytest.approx(0.2520, abs=0.01)
     assert result.gflops_before == pytest.approx(8.195, rel=0.01)
-    assert result.speed_up == pytest.approx(2.34, rel=0.03)
+    assert result.speed_up == pytest.approx(3.87, rel=0.03)  # every conv at half width: ~4x fewer GFLOPs
     assert result.imgsz == 640 and result.steps == 1 and result.importance == "l2" and not result.global_pruning
     assert result.channels_removed == 0.5
-    # every prunable width in YOLOv8n is a multiple of 16, so exactly half of the channels are gone
+    # every prunable width in YOLOv8n is a multiple of 16, so exactly half of the channels are gone, the
+    # detection head's inner convs included (64 -> 32)
     before = sum(b.num_features for b in prunable_batchnorms(v8n))
     assert sum(b.num_features for b in prunable_batchnorms(model)) * 2 == before
     head, head0 = model.model[-1], v8n.model[-1]
     assert [s[-1].out_channels for s in head.cv2] == [s[-1].out_channels for s in head0.cv2]  # outputs kept
     assert [s[-1].out_channels for s in head.cv3] == [NC] * 3
     assert [s[0].conv.in_channels for s in head.cv2] == [32, 64, 128]  # inputs shrink with the neck
+    assert [s[i].conv.out_channels for s in (*head.cv2, *head.cv3) for i in (0, 1)] == [32] * 12
     assert count_params(v8n) == 3_011_628 and not any(isinstance(m, C2fChunkFree) for m in v8n.modules())
+
+
+def test_head_kept_whole_or_cut_by_a_fixed_share(v8n):
+    """``head_ratio=0`` keeps the Detect head whole (Torch-Pruning's YOLOv8 example), so the rest loses more for the
+    same GFLOPs; a share cuts exactly that share of each inner head conv first."""
+    kept, result = prune_model(v8n, 640, PruneSettings(factor=0.5, importance="l2", head_ratio=0))
+    head = kept.model[-1]
+    assert [s[i].conv.out_channels for s in (*head.cv2, *head.cv3) for i in (0, 1)] == [64] * 12
+    assert [s[0].conv.in_channels for s in head.cv2] == [32, 64, 128]  # its inputs still follow the neck
+    assert result.params_ratio == pytest.approx(0.3524, abs=0.01) and result.speed_up == pytest.approx(2.34, rel=0.03)
+    widths = {}
+    for ratio in (0, None, 0.25):
+        model, result = prune_model(v8n, 320, PruneSettings(speed_up=2.0, importance="group_norm", head_ratio=ratio))
+        head = model.model[-1]
+        widths[ratio] = ([s[i].conv.out_channels for s in (*head.cv2, *head.cv3) for i in (0, 1)],
+                         model.model[7].conv.out_channels)
+        assert 2.0 <= result.speed_up < 2.1
+    assert widths[0.25][0] == [48] * 12  # 64 - 25%, every inner conv
+    assert widths[0][1] < widths[None][1] and widths[0][1] < widths[0.25][1]  # a kept head narrows the body
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert model(x)[0].shape == v8n(x)[0].shape
+
+
+def test_head_ratio_needs_a_detection_head():
+    from ultralytics.nn.tasks import ClassificationModel
+
+    cls = ClassificationModel("yolov8n-cls.yaml", nc=NC, verbose=False).eval()
+    with pytest.raises(CompressError, match="head_ratio needs a detection head"):
+        prune_model(cls, 64, PruneSettings(factor=0.5, head_ratio=0.5))
+    pruned, _ = prune_model(cls, 64, PruneSettings(factor=0.5))  # unset: nothing of the Classify head is cut
+    assert pruned.model[-1].conv.conv.out_channels == cls.model[-1].conv.conv.out_channels
 
 
 def test_pruned_forward_train_and_eval(pruned):
@@ -122,9 +156,14 @@ def test_pruned_forward_train_and_eval(pruned):
 
 
 def test_speed_up_target_is_reached(v8n):
-    model, result = prune_model(v8n, 320, PruneSettings(speed_up=1.5, importance="group_norm"))
-    assert 1.5 <= result.speed_up < 1.8  # round_to=8 quantises YOLOv8n widths: a small overshoot
-    assert result.imgsz == 320 and result.steps > 1 and result.params_after == count_params(model)
+    for target in (1.5, 3.0):
+        for head_ratio in (None, 0):
+            model, result = prune_model(v8n, 320, PruneSettings(speed_up=target, importance="group_norm",
+                                                                head_ratio=head_ratio))
+            # round_to=8 moves every group of one width at once (YOLOv8n: 2.7x -> 3.6x in one step); the last step
+            # goes group by group, so the target is met within one group's cut
+            assert target <= result.speed_up < 1.02 * target
+            assert result.imgsz == 320 and result.params_after == count_params(model)
 
 
 @pytest.mark.parametrize(
@@ -138,6 +177,7 @@ def test_speed_up_target_is_reached(v8n):
         ({"factor": 0.5, "importance": "taylor"}, "not supported"),
         ({"factor": 0.5, "round_to": 0}, "round_to"),
         ({"factor": "half"}, "must be float"),
+        ({"factor": 0.5, "head_ratio": 1.0}, "head_ratio=1.0: must be in"),
     ],
 )
 def test_bad_settings(kwargs, match):
@@ -198,7 +238,7 @@ def test_bad_models(v8n, tmp_path: Path):
         prune_model(SegmentationModel("yolov8n-seg.yaml", nc=3, verbose=False), 64, PruneSettings(factor=0.5))
     head_only = {"nc": NC, "backbone": [[-1, 1, "nn.Identity", []]], "head": [[[0], 1, "Detect", ["nc"]]]}
     with pytest.raises(CompressError, match="no prunable channels"):
-        prune_model(DetectionModel(head_only, verbose=False), 64, PruneSettings(factor=0.5))
+        prune_model(DetectionModel(head_only, verbose=False), 64, PruneSettings(factor=0.5, head_ratio=0))
 
 
 def test_loaded_checkpoint_is_prunable(pruned_ckpt):

@@ -48,15 +48,19 @@ def test_scale_channels_touches_only_the_planned_scale_and_shift():
     assert torch.equal(net[0].weight, before["0.weight"])
 
 
-def test_prunable_batchnorms_skip_detect_head():
-    from ultralytics.nn.tasks import DetectionModel
+def test_prunable_batchnorms_skip_only_fixed_head_layers():
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
 
     model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
     head = {id(m) for m in model.model[-1].modules()}
     bns = prunable_batchnorms(model)
     all_bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and not any(id(b) in head for b in bns)
-    assert len(all_bns) - len(bns) == 12  # 3 levels x (2 box + 2 class) Conv+BN blocks in the v8 Detect head
+    # the v8 Detect head's 3 levels x (2 box + 2 class) Conv+BN blocks are inner layers, prunable; its output
+    # convs have no BatchNorm
+    assert len(bns) == len(all_bns) and sum(id(b) in head for b in bns) == 12
+    cls = ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False)
+    cls_head = {id(m) for m in cls.model[-1].modules()}
+    assert not any(id(b) in cls_head for b in prunable_batchnorms(cls))  # Classify's conv feeds the fixed linear
 
 
 def test_stats_and_histogram(tmp_path: Path):

@@ -26,6 +26,25 @@ def head_module_ids(model: nn.Module) -> set[int]:
     return {id(m) for h in model.modules() if isinstance(h, heads) for m in h.modules()}
 
 
+def head_inner_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers inside a detection head whose output channels are free: every layer of a ``Detect`` box or class
+    branch but its last (those emit ``4 * reg_max`` and ``nc`` channels). A ``Classify`` head has none worth
+    pruning: its conv costs under 1% of the network's GFLOPs."""
+    from ultralytics.nn.modules.head import Detect
+
+    inner: list[nn.Module] = []
+    for h in model.modules():
+        if isinstance(h, Detect):
+            heads = (h.cv2, h.cv3, getattr(h, "one2one_cv2", None), getattr(h, "one2one_cv3", None))
+            inner += [layer for branches in heads if branches is not None for b in branches for layer in list(b)[:-1]]
+    return inner
+
+
+def head_inner_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions of :func:`head_inner_layers`."""
+    return [m for layer in head_inner_layers(model) for m in layer.modules() if isinstance(m, nn.Conv2d)]
+
+
 def task_of(model: nn.Module) -> str:
     """``"detect"``, ``"classify"``, ... as Ultralytics names the task of ``model``, read from its architecture.
 
@@ -138,10 +157,11 @@ def model_size(model: nn.Module, imgsz: int) -> dict[str, float]:
 
 
 def prunable_batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
-    """BatchNorm layers whose channels pruning may remove: all but those inside the output head.
+    """BatchNorm layers whose channels pruning may remove: all but those of the output head's fixed layers.
 
-    The head's widths are fixed (box bins, class count) and the pruner ignores it, so sparsifying its scales
-    would only cost accuracy.
+    The head's output widths are fixed (box bins, class count), so sparsifying their scales would only cost
+    accuracy; the detection head's inner layers (:func:`head_inner_layers`) are prunable like the rest.
     """
-    head = head_module_ids(model)
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in head]
+    inner = {id(m) for layer in head_inner_layers(model) for m in layer.modules()}
+    fixed = head_module_ids(model) - inner
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine and id(m) not in fixed]
