@@ -265,15 +265,14 @@ def targets(summary: dict[str, Any], base: dict[str, float]) -> list[dict[str, A
                 where = f"{dataset} {budget} {ratio}"
                 if "default" not in rec:
                     continue
-                for other, need in (("A", GAIN.get(ratio, 0.0)), ("G", GAIN.get(ratio, 0.0)), ("A", 0.0),
-                                    ("with_sparse", 0.0)):
+                gain = GAIN.get(ratio, 0.0)
+                for other, need, what in (
+                        ("A", gain, "beats (A)"), ("G", gain, "beats (G)"),
+                        ("no_distill", 0.0, "distillation earns its place (removing it: no_distill)"),
+                        ("with_sparse", 0.0, "leaving sparse training out pays (it is off by default)")):
                     if other not in rec:
                         continue
                     diff, low, high, n = paired_vs(rec, "default", other)
-                    what = {("A", GAIN.get(ratio, 0.0)): "beats (A)", ("G", GAIN.get(ratio, 0.0)): "beats (G)",
-                            ("A", 0.0): "distillation earns its place (removing it gives (A))",
-                            ("with_sparse", 0.0): "leaving sparse training out pays (it is off by default)"}[
-                                (other, need)]
                     rows.append({"target": f"{where}: default {what} by >= {100 * need:g} pt, CI above 0, "
                                            f">= {MIN_SEEDS} seeds",
                                  "measured": f"{100 * diff:+.2f} pt [{100 * low:+.2f}, {100 * high:+.2f}], {n} seeds",

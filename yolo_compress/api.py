@@ -117,10 +117,11 @@ class PruneModel:
                                           resume, teacher=teacher), out)
 
     def prune(self, save_dir: str | Path = "weights/prune.pt", **settings: Any) -> PruneResult:
-        """Remove channels with DepGraph (head kept) and save the pruned checkpoint.
+        """Remove channels with DepGraph (the head's output convs kept) and save the pruned checkpoint.
 
         Settings (``PruneSettings``): ``factor`` or ``speed_up`` (default: 2x fewer GFLOPs), ``importance``
-        (``bn_scale``, ``l2``, ``group_norm``), ``global_pruning``, ``round_to``.
+        (``bn_scale``, ``l2``, ``group_norm``), ``global_pruning``, ``round_to``, ``head_ratio`` (unset: the detection
+        head's inner convs are pruned like any other layer; 0: the head is kept whole).
 
         Returns:
             Params and GFLOPs (at the model's image size) before and after, and the time taken.
