@@ -6,6 +6,7 @@ Checked against Ultralytics 8.4.190 (``ultralytics/engine/trainer.py``, ``models
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -20,6 +21,7 @@ from yolo_compress.checkpoint import atomic_write_bytes
 from yolo_compress.settings import Settings
 
 S = TypeVar("S", bound=Settings)
+LOGGER = logging.getLogger(__name__)
 
 
 class _AtomicPath(type(Path())):
@@ -50,6 +52,9 @@ class KeepModule:
     * ``schedule_start`` / ``schedule_epochs``: this run is the segment ``[start, start + epochs)`` of one learning
       rate schedule over ``schedule_epochs`` epochs (a pipeline's stages then decay the rate as one run would);
       unset, Ultralytics' own schedule over this run's epochs.
+    * ``recovery_lr``: where Ultralytics picks the optimizer itself and takes its small-data branch (``optimizer=auto``,
+      at most 10,000 iterations: AdamW at 0.002 x 5 / (4 + nc)), AdamW runs at this rate instead
+      (:meth:`build_optimizer`); unset, Ultralytics' choice as it is.
     * ``optimizer_step`` is ``BaseTrainer.optimizer_step`` with two override points,
       :meth:`before_optimizer_step` (gradients unscaled and clipped) and :meth:`after_optimizer_step` (weights
       updated, EMA not yet).
@@ -57,7 +62,7 @@ class KeepModule:
     """
 
     settings_cls: ClassVar[type[Settings] | None] = None
-    extra_keys: ClassVar[tuple[str, ...]] = ("schedule_start", "schedule_epochs")
+    extra_keys: ClassVar[tuple[str, ...]] = ("schedule_start", "schedule_epochs", "recovery_lr")
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         overrides = dict(overrides or {})
@@ -112,6 +117,16 @@ class KeepModule:
         whole = one_cycle(1, lrf, total) if self.args.cos_lr else (lambda x: max(1 - x / total, 0) * (1 - lrf) + lrf)
         self.lf = lambda x: whole(x + start)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+
+    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
+        """``BaseTrainer.build_optimizer`` (8.4.190), its small-data ``auto`` branch at ``recovery_lr`` when set."""
+        if str(name).lower() == "auto" and self.args.recovery_lr and iterations <= 10000:
+            name, lr, momentum = "AdamW", float(self.args.recovery_lr), 0.9
+            LOGGER.info("optimizer: AdamW(lr=%g), yolo-compress's recovery_lr for a trained detector, instead of "
+                        "Ultralytics' small-data rate", lr)
+            self.args.optimizer, self.args.lr0 = name, lr  # resume rebuilds this choice from train_args
+            self.args.warmup_bias_lr = 0.0  # as Ultralytics' auto choice sets it
+        return super().build_optimizer(model, name, lr, momentum, decay, iterations)
 
     def get_model(self, cfg=None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
         """Return ``weights`` itself (float32, floating-point parameters trainable) when it is a module, else build

@@ -22,6 +22,25 @@ def test_nbs_and_warmup_default_to_small_data_values_unless_set(tiny_yaml, tmp_p
     assert (args["nbs"], args["warmup_epochs"]) == (64, 0)
 
 
+def test_a_trained_detector_trains_at_the_recovery_lr_a_new_one_at_ultralytics_rate(tiny_yaml, tmp_path):
+    def optimizer(pm: PruneModel) -> tuple[str, float]:
+        args = torch.load(pm.run_dir / "weights" / "last.pt", weights_only=False)["train_args"]
+        return args["optimizer"], args["lr0"]
+
+    pm = PruneModel("yolov8n.yaml", data=tiny_yaml, imgsz=64)
+    common = {"epochs": 1, "batch": 8, "plots": False, "val": False}
+    pm.train(save_dir=tmp_path / "a.pt", **common)  # from the yaml: Ultralytics' own small-data choice
+    assert optimizer(pm) == ("AdamW", 0.00125)  # 0.002 x 5 / (4 + 4 classes)
+    pm.train(save_dir=tmp_path / "b.pt", **common)  # now a trained detector
+    assert optimizer(pm) == ("AdamW", 0.005)
+    pm.train(save_dir=tmp_path / "c.pt", recovery_lr=0.002, **common)
+    assert optimizer(pm) == ("AdamW", 0.002)
+    pm.train(save_dir=tmp_path / "d.pt", recovery_lr=0, **common)
+    assert optimizer(pm) == ("AdamW", 0.00125)
+    pm.train(save_dir=tmp_path / "e.pt", optimizer="SGD", lr0=0.02, **common)
+    assert optimizer(pm) == ("SGD", 0.02)
+
+
 def test_an_unchecked_ultralytics_version_is_named_with_the_fix(monkeypatch, caplog):
     import ultralytics
 

@@ -89,6 +89,23 @@ def _plan(**keys: Any) -> tuple[dict[str, Segment], dict[str, int]]:
     return ctx.segments, budget_used(ctx.segments, running)
 
 
+def test_recovery_lr_goes_to_detector_stages_after_the_baseline_unless_an_optimizer_is_set():
+    from types import SimpleNamespace
+
+    def lrs(task: str = "detect", **keys: Any) -> dict[str, Any]:
+        ctx = planned(RunContext(config=load_config(**keys), out=Path("unused"), data=SimpleNamespace(task=task),
+                                 imgsz=64))
+        stages = [cls(ctx) for cls in STAGES]
+        return {s.name: s.train_settings().get("recovery_lr") for s in stages if hasattr(s, "train_settings")
+                and s.enabled()}
+
+    assert lrs(sparse=True) == {"baseline": None, "sparse": 0.005, "finetune": 0.005, "distill": 0.005}
+    assert set(lrs(recovery_lr=0.01).values()) == {None, 0.01}
+    assert set(lrs(recovery_lr=0).values()) == {None}
+    assert set(lrs(train_args={"optimizer": "SGD", "lr0": 0.01}).values()) == {None}  # the user's choice stands
+    assert set(lrs("classify").values()) == {None}  # classifiers: not measured, Ultralytics' rate
+
+
 def test_budget_goes_to_the_stages_that_make_the_final_weights():
     assert _plan()[1] == {"distill": 20}  # the default: prune + distillation
     segments, used = _plan(sparse=True)

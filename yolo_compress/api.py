@@ -20,7 +20,7 @@ from yolo_compress.errors import CompressError
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
 from yolo_compress.preflight import check_disk, check_imgsz, check_save_dir, check_source, check_train_values
 from yolo_compress.settings import Settings
-from yolo_compress.training import check_classes, check_train_args, output_path, train_args
+from yolo_compress.training import check_classes, check_train_args, output_path, recovery_args, train_args
 from yolo_compress.validation import validate
 
 if TYPE_CHECKING:
@@ -77,9 +77,11 @@ class PruneModel:
     def train(self, save_dir: str | Path = "weights/retrain.pt", resume: bool = False, **kwargs: Any) -> Path:
         """Train (or fine-tune) the current model with its exact architecture; returns the weights path.
 
-        Keyword arguments go to Ultralytics (``epochs``, ``batch``, ``lr0``, ``device``, ``imgsz``, ...).
-        ``resume=True`` continues the interrupted run of this ``save_dir`` (its run folder is
-        ``<save_dir's folder>/runs/<stem>``).
+        Keyword arguments go to Ultralytics (``epochs``, ``batch``, ``lr0``, ``device``, ``imgsz``, ...), except
+        ``recovery_lr``: a detector loaded from (or saved to) a ``.pt`` trains at AdamW lr0 0.005 where Ultralytics
+        would pick its small-data optimizer itself (give ``optimizer=...`` or ``recovery_lr=0`` for Ultralytics'
+        own choice); the same holds for :meth:`sparse_train` and :meth:`distill`. ``resume=True`` continues the
+        interrupted run of this ``save_dir`` (its run folder is ``<save_dir's folder>/runs/<stem>``).
         """
         from yolo_compress.finetune.stage import train_model
 
@@ -239,12 +241,16 @@ class PruneModel:
         """Check the output path and the Ultralytics keywords (the stage's ``settings`` already taken out: a name of
         theirs left here belongs to a stage not in use; they are suggested for near misses); build the train
         arguments."""
+        from yolo_compress.stage import RunSettings
+
         imgsz = kwargs.pop("imgsz", self.imgsz)
+        lr = RunSettings(recovery_lr=kwargs.pop("recovery_lr", RunSettings.recovery_lr)).recovery_lr  # checked
         check_train_values({**kwargs, "imgsz": imgsz})
         check_train_args(kwargs, hints=tuple(k for cls in settings for k in cls.field_names()))
         out = output_path(save_dir, (self.weights, *extra_inputs))
         check_disk(out.parent)
-        return out, train_args(kwargs, self.data, imgsz, out)
+        recovery = recovery_args(lr, self.task, kwargs, trained=self.weights is not None)
+        return out, train_args({**kwargs, **recovery}, self.data, imgsz, out)
 
     def _trained(self, fit: Any, out: Path) -> Path:
         self.model, self.metrics, self.run_dir, self.weights = fit.model, fit.metrics, fit.run_dir, out

@@ -56,6 +56,9 @@ class RunSettings(Settings):
                                   "trained on the same data")
     latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
                                   must=">= 0")
+    recovery_lr: float = setting(0.005, "detectors: AdamW lr0 of every training after the baseline where "
+                                 "Ultralytics would pick its small-data optimizer itself (no optimizer set); 0: "
+                                 "Ultralytics' own 0.002 x 5 / (4 + nc)", check=non_negative, must=">= 0")
 
 
 @dataclass(frozen=True)
@@ -179,11 +182,13 @@ class TrainingStage(Stage):
 
     Attributes:
         default_epochs: epochs when nothing else sets them; ``None``: a share of the budget.
+        recovers: it starts from trained weights, so the run's ``recovery_lr`` applies (not to a model from a yaml).
     """
 
     makes_weights = True
     share = 1.0
     default_epochs: ClassVar[int | None] = None
+    recovers: ClassVar[bool] = True  # it trains a model that was trained before (``recovery_lr`` applies)
 
     def segment(self) -> Segment:
         try:
@@ -192,8 +197,11 @@ class TrainingStage(Stage):
             raise CompressError(f"stage {self.name!r} has no epochs planned; it must run inside a pipeline") from None
 
     def train_settings(self) -> dict[str, Any]:
+        from yolo_compress.training import recovery_args
+
         c, seg = self.config, self.segment()
-        settings = {**c.train_args, "epochs": seg.epochs, "batch": c.run.batch}
+        settings = {**c.train_args, "epochs": seg.epochs, "batch": c.run.batch,
+                    **recovery_args(c.run.recovery_lr, self.ctx.data.task, c.train_args, self.recovers)}
         if c.run.device is not None:
             settings["device"] = c.run.device
         if c.run.schedule == "budget" and seg.total > seg.epochs:

@@ -127,6 +127,20 @@ def train_args(user: dict[str, Any], data: Dataset, imgsz: int, out: Path) -> di
     return args
 
 
+def recovery_args(lr: float, task: str, user: dict[str, Any], trained: bool) -> dict[str, Any]:
+    """The trainer key that raises Ultralytics' small-data learning rate (``recovery_lr``, read by
+    ``patches.trainers.KeepModule.build_optimizer``), when it applies: a detector that was trained before (fine-tuning,
+    sparse training, distillation after pruning), an optimizer the user left to Ultralytics, and a rate (not 0).
+
+    Ultralytics' choice for small data (AdamW, lr0 = 0.002 x 5 / (4 + nc): 0.000714 for 10 classes) is about 7x too
+    low to recover a pruned detector in a 20-epoch budget: on the built-in sets 0.005 lifts every recipe by up to 8
+    points of mAP50-95 (``benchmarks/results/accuracy_notes.md``). Classifiers keep Ultralytics' rate (not measured).
+    """
+    if not lr or not trained or task != "detect" or "optimizer" in user:
+        return {}
+    return {"recovery_lr": lr}
+
+
 def run_state(run_dir: Path) -> str:
     """``"none"``, ``"unfinished"`` (resumable), ``"finished"`` (trained, not yet saved) or ``"damaged"``."""
     last = run_dir / "weights" / "last.pt"

@@ -29,6 +29,7 @@ class BaselineStage(TrainingStage):
     name = "baseline"
     default_epochs = 25
     share = 0.0
+    recovers = False  # it trains from a yaml, from scratch: Ultralytics' own optimizer choice
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         weights = self.ctx.config.run.weights
