@@ -5,7 +5,9 @@ training, fine-tuning and distillation all count: ``CompressionPipeline.budget()
 and a recipe that spends more or less is refused). Each recipe is a set of pipeline config keys:
 
     A        prune with torch-pruning's default criterion (group magnitude) and the Detect head kept whole, as its
-             YOLOv8 example does, + the stock fine-tune for the whole budget
+             YOLOv8 example does, + the stock fine-tune for the whole budget (at the recovery learning rate every
+             recipe gets)
+    A_stock  (A) at Ultralytics' own learning rate: what a user does without this project
     G        (A) with Ultralytics' built-in distillation (``distill_model``, the unpruned model as teacher)
     default  ``yolo-compress run`` as it is (prune, the head's inner convs like any other layer, + logit KD from
              the baseline over the whole budget)
@@ -52,6 +54,9 @@ DATASETS = {
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "A": ("prune (torch-pruning's group magnitude, Detect head kept whole as in its YOLOv8 example) + stock fine-tune",
           {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage"}),
+    "A_stock": ("(A) at Ultralytics' own learning rate (recovery_lr 0): what a user does without this project",
+                {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage",
+                 "recovery_lr": 0}),
     "G": ("(A) + Ultralytics' distill_model (teacher: the baseline)",
           {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage",
            "train_args": {"distill_model": "{baseline}"}}),
