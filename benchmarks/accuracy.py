@@ -333,16 +333,16 @@ def epoch_split(epochs: dict[str, int]) -> str:
     return " + ".join(f"{k} {epochs[k]}" for k in sorted(epochs, key=lambda k: order.index(k) if k in order else 9))
 
 
-def a_maps(runs: dict[str, Any], tag: str, cell: str) -> dict[str, float]:
-    """seed -> mAP of the (A) runs of ``tag`` in ``cell`` (``data set/budget/ratio``)."""
-    prefix = f"{tag}/{cell}/A/"
+def a_maps(runs: dict[str, Any], tag: str, cell: str, recipe: str = "A") -> dict[str, float]:
+    """seed -> mAP of the ``recipe`` runs (default (A)) of ``tag`` in ``cell`` (``data set/budget/ratio``)."""
+    prefix = f"{tag}/{cell}/{recipe}/"
     return {k.rsplit("/", 1)[1]: r["map"] for k, r in runs["runs"].items() if k.startswith(prefix)}
 
 
 def exploration(runs: dict[str, Any]) -> list[str]:
     """Every other tag's runs (``--tag x... --set ...``), each paired seed by seed with an (A): the tag's own when it
     ran one in that cell (a change that applies to every recipe, such as the learning rate, is then compared at the
-    same change), else ``main``'s."""
+    same change), else ``main``'s at the same learning rate (``A_stock`` for a tag run at ``recovery_lr`` 0)."""
     groups: dict[tuple, dict[str, float]] = {}
     for run_id, r in runs["runs"].items():
         tag, dataset, budget, ratio, recipe, seed = run_id.split("/")
@@ -353,13 +353,14 @@ def exploration(runs: dict[str, Any]) -> list[str]:
     if not groups:
         return []
     lines = ["## Exploration (other tags: one change each, paired on the same seeds with the tag's own (A) where it "
-             "ran one, else with main's)", "",
+             "ran one, else with main's at the same learning rate)", "",
              "| tag | data / budget / ratio | recipe + change | epochs | mAP50-95 mean | seeds | vs A | A of |",
              "|---|---|---|---|---:|---:|---:|---|"]
     for (tag, dataset, budget, ratio, recipe, overrides, split), maps in sorted(groups.items()):
         cell = f"{dataset}/{budget}/{ratio}"
         own = a_maps(runs, tag, cell)
-        ref_tag, ref = (tag, own) if own else ("main", a_maps(runs, "main", cell))
+        main = "A_stock" if json.loads(overrides).get("recovery_lr") == 0 else "A"
+        ref_tag, ref = (tag, own) if own else (f"main {main}", a_maps(runs, "main", cell, main))
         common = sorted(set(maps) & set(ref))
         diff = statistics.mean(maps[s] - ref[s] for s in common) if common else float("nan")
         lines.append(f"| {tag} | {dataset} / {budget} / {ratio} | {recipe} {overrides} | {split} | "

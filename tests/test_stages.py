@@ -230,4 +230,8 @@ def test_benchmark_exploration_pairs_with_the_tags_own_A_when_it_ran_one():
     rows = {(c[0], c[2]): c[6:] for c in (line.strip("| ").split(" | ") for line in bench.exploration(runs)[4:-1])}
     assert rows[("xlr", "default {}")] == ["+1.5", "xlr"], "its own (A): (0.01 + 0.02) / 2"
     assert rows[("xlr", "A {}")] == ["+0.0", "xlr"]
-    assert rows[("xkd", "default {}")] == ["+2.0", "main"], "no (A) of its own: main's, (0.01 + 0.03) / 2"
+    assert rows[("xkd", "default {}")] == ["+2.0", "main A"], "no (A) of its own: main's, (0.01 + 0.03) / 2"
+    runs["runs"] |= {"main/d/20ep/3x/A_stock/seed0": {**run, "map": 0.40},
+                     "xult/d/20ep/3x/default/seed0": {**run, "map": 0.45, "overrides": {"recovery_lr": 0}}}
+    rows = {(c[0], c[2]): c[6:] for c in (line.strip("| ").split(" | ") for line in bench.exploration(runs)[4:-1])}
+    assert rows[("xult", 'default {"recovery_lr": 0}')] == ["+5.0", "main A_stock"], "at Ultralytics' own rate"

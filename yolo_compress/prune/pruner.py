@@ -52,7 +52,8 @@ class PruneResult:
         imgsz: input size the GFLOPs refer to.
         seconds: wall time of swap + graph + pruning.
         steps: iterative pruning steps actually run.
-        ratio: the pruning ratio asked of Torch-Pruning at the last step (per group, or overall when global).
+        ratio: the pruning ratio asked of Torch-Pruning at the last step (per group, or overall when global; for a
+            speed-up target that step is taken group by group until the target is met).
         importance: name of the criterion.
         global_pruning: whether channels were ranked across layers.
         channels_removed: share of conv output channels outside the head actually removed. With ``round_to`` it
@@ -230,7 +231,8 @@ def _head_outputs(model: nn.Module) -> list[nn.Module]:
 
 def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSettings,
                   schedule: list[float]) -> tp.pruner.BasePruner:
-    """Torch-Pruning's pruner over ``model`` (heads ignored), stepping through the cumulative ``schedule``.
+    """Torch-Pruning's pruner over ``model``, stepping through the cumulative ``schedule``. Ignored: the heads' layers
+    of fixed width (``head_ratio`` unset), else the heads as a whole (kept, or already cut by :func:`_prune_head_`).
 
     Raises:
         CompressError: nothing prunable outside the head.
@@ -263,8 +265,8 @@ def _step_to_target(model: nn.Module, inputs: torch.Tensor, imgsz: int, settings
 
     With ``round_to``, every group of one width loses channels at the same ratio, so a whole step can jump far past
     the target (YOLOv8n at 192 px: from 2.7x to 3.6x). So a probe on a copy finds the step that first reaches the
-    target, and the model takes the steps before it whole and that step group by group (in network order) until
-    the target is met: the result lands within one group's cut of the target.
+    target, and the model takes the steps before it whole and that step group by group (in the order Torch-Pruning
+    yields them) until the target is met: the result lands within one group's cut of the target.
 
     Raises:
         CompressError: the speed-up is not reached with up to 90% of every group's channels removed.
