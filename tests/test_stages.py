@@ -178,7 +178,8 @@ def test_benchmark_quick_mode_is_one_small_grid():
     assert quick.recipes == ["A", "G", "default"]
     assert bench.parse_args(["--quick", "--datasets", "clutter"]).datasets == ["clutter"]
     full = bench.parse_args([])
-    assert (full.budgets, full.speedups, len(full.seeds)) == ([20, 40], [2.0, 3.0], 5)
+    assert (full.budgets, full.speedups, len(full.seeds)) == ([20], [2.0, 3.0], 5)
+    assert full.recipes == ["A", "G", "no_distill", "default"]
     assert full.datasets == [d for d, spec in bench.DATASETS.items() if spec["baseline"].is_file()]
 
 
