@@ -319,8 +319,9 @@ def write_report(summary: dict[str, Any], base: dict[str, float], a: argparse.Na
                     ci = "" if math.isnan(e["ci95_low"]) else (
                         f"[{100 * e['ci95_low']:+.1f}, {100 * e['ci95_high']:+.1f}]")
                     std = "n/a" if math.isnan(e["map_std"]) else f"{e['map_std']:.3f}"  # one seed has no spread
+                    vs_a = "n/a" if math.isnan(e["diff_vs_A"]) else f"{100 * e['diff_vs_A']:+.1f}"  # no (A) here
                     lines.append(f"| {recipe} | {what} | {split} | {e['map_mean']:.3f} | {std} | "
-                                 f"{e['seeds']} | {100 * e['diff_vs_A']:+.1f} | {ci} |")
+                                 f"{e['seeds']} | {vs_a} | {ci} |")
                 lines.append("")
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in checked]
