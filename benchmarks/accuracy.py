@@ -52,15 +52,15 @@ DATASETS = {
                 "baseline": WEIGHTS / "clutter-yolov8n.pt", "kind": "clutter",
                 "teacher": WEIGHTS / "clutter-yolov8s.pt"},  # a YOLOv8s trained like the baseline
 }
+# (A): torch-pruning as its YOLOv8 example uses it, then the stock trainer; A_stock and G vary it by one key
+_A = {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage"}
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "A": ("prune (torch-pruning's group magnitude, Detect head kept whole as in its YOLOv8 example) + stock fine-tune",
-          {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage"}),
+          _A),
     "A_stock": ("(A) at Ultralytics' own learning rate (recovery_lr 0): what a user does without this project",
-                {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage",
-                 "recovery_lr": 0}),
+                {**_A, "recovery_lr": 0}),
     "G": ("(A) + Ultralytics' distill_model (teacher: the baseline)",
-          {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage",
-           "train_args": {"distill_model": "{baseline}"}}),
+          {**_A, "train_args": {"distill_model": "{baseline}"}}),
     "default": ("yolo-compress run (defaults: prune, head's inner convs too, + logit KD from the baseline)",
                 {"finetune": False}),
     "no_distill": ("the default without distillation: its pruning + fine-tuning for the whole budget",
