@@ -295,12 +295,23 @@ def targets(summary: dict[str, Any], base: dict[str, float]) -> list[dict[str, A
     return rows
 
 
+def no_nan(value: Any) -> Any:
+    """``value`` with every NaN (no spread from one seed, no (A) to pair with) as None: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [no_nan(v) for v in value]
+    return value
+
+
 def write_report(summary: dict[str, Any], base: dict[str, float], a: argparse.Namespace) -> None:
     from yolo_compress.checkpoint import atomic_write_bytes
 
     checked = targets(summary, base)
-    atomic_write_bytes(RESULTS / "accuracy.json", json.dumps({**summary, "baselines": base, "targets": checked},
-                                                             indent=1).encode())
+    record = no_nan({**summary, "baselines": base, "targets": checked})
+    atomic_write_bytes(RESULTS / "accuracy.json", json.dumps(record, indent=1, allow_nan=False).encode())
     lines = ["# Accuracy of the compression recipes at an equal training budget", "",
              "Produced by `benchmarks/accuracy.py` (every run in `accuracy_runs.json`: epochs per stage, seconds, "
              "load average). mAP50-95 of the final weights on the 500-image test split; the paired difference to "

@@ -236,3 +236,24 @@ def test_benchmark_exploration_pairs_with_the_tags_own_A_when_it_ran_one():
                      "xult/d/20ep/3x/default/seed0": {**run, "map": 0.45, "overrides": {"recovery_lr": 0}}}
     rows = {(c[0], c[2]): c[6:] for c in (line.strip("| ").split(" | ") for line in bench.exploration(runs)[4:-1])}
     assert rows[("xult", 'default {"recovery_lr": 0}')] == ["+5.0", "main A_stock"], "at Ultralytics' own rate"
+
+
+def test_benchmark_summary_pairs_with_A_and_writes_no_nan():
+    bench = _accuracy_benchmark()
+    run = {"epochs": {"finetune": 20}, "epochs_total": 20}
+    runs = {"runs": {
+        "main/d/20ep/2x/A/seed0": {**run, "map": 0.50}, "main/d/20ep/2x/A/seed1": {**run, "map": 0.52},
+        "main/d/20ep/2x/default/seed0": {**run, "map": 0.53}, "main/d/20ep/2x/default/seed1": {**run, "map": 0.54},
+        "main/d/36ep/2x/default/seed0": {**run, "epochs_total": 36, "map": 0.60},
+    }}
+    summary = bench.summarise(runs, "main")
+    entry = summary["d"]["20ep"]["2x"]["default"]
+    assert entry["diff_vs_A"] == pytest.approx(0.025) and entry["seeds"] == 2 and entry["paired_seeds"] == 2
+    # t(1) = 12.706; the paired differences 0.03 and 0.02 have std 0.00707
+    assert entry["ci95_low"] == pytest.approx(0.025 - 12.706 * 0.0070711 / 2 ** 0.5, abs=1e-4)
+    lone = bench.no_nan(summary)["d"]["36ep"]["2x"]["default"]
+    assert (lone["map_std"], lone["diff_vs_A"], lone["ci95_low"]) == (None, None, None)
+    json.dumps(bench.no_nan(summary), allow_nan=False)  # raises on a NaN left anywhere
+    runs["runs"]["main/d/20ep/2x/A/seed2"] = {**run, "epochs_total": 25, "map": 0.5}
+    with pytest.raises(SystemExit, match="different epoch totals"):
+        bench.summarise(runs, "main")
