@@ -86,6 +86,8 @@ def test_pipeline_crash_resume_force_and_manifest(tiny_yaml, tmp_path, monkeypat
         ({"distill_from": "teacher"}, "distill_from='teacher': must be prune or finetune"),
         ({"sr": 0.01}, "unknown config key 'sr'"),
         ({"train_args": {"lr00": 0.01}}, "'lr00' is not an Ultralytics training setting; did you mean 'lr0'"),
+        ({"train_args": {"recovery_lr": 0.01}}, r"'recovery_lr' is a yolo-compress setting.*top level of the config "
+                                                r"\(recovery_lr: 0.01\)"),
     ],
 )
 def test_bad_config_values(overrides, match):

@@ -59,6 +59,12 @@ def build_config(values: dict[str, Any], stages: Stages = STAGES) -> PipelineCon
     train_args = values.get("train_args", {"plots": False})
     if not isinstance(train_args, dict):
         raise CompressError(f"train_args must be a mapping of Ultralytics settings, got {train_args!r}")
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    ours = [k for k in train_args if k in config_keys(stages) and k not in (*DEFAULT_CFG_DICT, "train_args")]
+    if ours:
+        raise CompressError(f"{ours[0]!r} is a yolo-compress setting, not an Ultralytics one: write it at the top "
+                            f"level of the config ({ours[0]}: {train_args[ours[0]]!r}), not under train_args")
     from yolo_compress.training import check_train_args
 
     check_train_args(train_args)
