@@ -152,6 +152,31 @@ def test_accuracy_mode_reverts_layers_to_float_until_the_drop_is_met(exported, s
     assert 0 < quantizers["accuracy"] < quantizers["static"]
 
 
+def test_accuracy_mode_caps_the_rounds_of_returning_ops_to_float(exported, shapes160, tmp_path, monkeypatch):
+    """``max_reverts`` reaches NNCF's accuracy restorer (its own default: a round per quantized op, no cap); the
+    setting is checked before any work."""
+    import nncf
+
+    from yolo_compress import CompressError
+
+    weights = tmp_path / "base.pt"
+    shutil.copy2(exported["pt"], weights)  # mtimes kept: the fp32 copy stays newer, so it is not exported again
+    shutil.copytree(exported["fp32"], tmp_path / exported["fp32"].name)
+    seen = {}
+
+    def restorer(model, calibration, validation, **kwargs):
+        seen.update(kwargs)
+        return model
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", restorer)
+    pm = PruneModel(weights, data=shapes160)
+    out = pm.quantize(format="openvino", quantize_mode="accuracy", calibration=4, max_reverts=3)
+    assert seen["advanced_accuracy_restorer_parameters"].max_num_iterations == 3
+    assert seen["max_drop"] == 0.003 and out.parent == tmp_path
+    with pytest.raises(CompressError, match="max_reverts"):
+        pm.quantize(format="openvino", quantize_mode="accuracy", max_reverts=0)
+
+
 def test_compare_gives_openvino_rows(exported, shapes160, tmp_path):
     pm = PruneModel(exported["pt"], data=shapes160)
     rows = pm.compare([exported["pt"], exported["fp32"], exported["int8"]], out_dir=tmp_path / "r", rounds=2)

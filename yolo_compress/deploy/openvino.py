@@ -94,7 +94,7 @@ def float_scope(ov_model: object, float_head: bool, float_layers: tuple[str, ...
 
 def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "static", calibration: int = 300,
                       float_head: bool = True, float_layers: tuple[str, ...] = (), max_drop: float = 0.003,
-                      holdout: int = 200) -> Path:
+                      holdout: int = 200, max_reverts: int = 20) -> Path:
     """Write the INT8 model of the fp32 OpenVINO model in ``folder`` next to it (``*_int8_openvino_model/``).
 
     Args:
@@ -107,6 +107,8 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
         max_drop: ``accuracy`` mode: the largest mAP50-95 drop allowed (0.003 = 0.3 points).
         holdout: ``accuracy`` mode: train images (at most half the split; never used to calibrate) that measure
             the drop.
+        max_reverts: ``accuracy`` mode: NNCF's rounds of returning ops to float, at most (its own cap is none: one
+            validation per quantized op on a model that never meets ``max_drop``).
 
     Raises:
         CompressError: an unknown mode, ``accuracy`` on a classifier, or no train images.
@@ -137,7 +139,8 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
     if mode == "accuracy":
         quantized = nncf.quantize_with_accuracy_control(
             model, calib, nncf.Dataset(items), validation_fn=map50_95, max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE, **common)
+            drop_type=nncf.DropType.ABSOLUTE, **common,
+            advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max_reverts))
     else:
         quantized = nncf.quantize(model, calib, **common)
     LOGGER.info("OpenVINO INT8 (%s): calibrated on %d train images; %d ops kept in float", mode, len(images),

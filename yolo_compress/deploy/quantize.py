@@ -80,7 +80,7 @@ def quantize_weights(weights: Path, format: str, data: Dataset, imgsz: int, s: Q
         from yolo_compress.deploy.openvino import quantize_openvino
 
         return quantize_openvino(fp32, data, imgsz, s.quantize_mode, s.calibration, s.float_head, s.layers(),
-                                 s.max_drop)
+                                 s.max_drop, max_reverts=s.max_reverts)
     return quantize_onnx(fp32, data, imgsz, s.quantize_mode, s.calibration, s.float_head, s.layers())
 
 

@@ -37,6 +37,9 @@ class QuantizeSettings(Settings):
                                 metavar="LAYERS")
     max_drop: float = setting(0.003, "accuracy mode: the largest mAP50-95 drop allowed (0.003 = 0.3 points) on "
                               "held-out train images", check=fraction, must="in [0, 1)")
+    max_reverts: int = setting(20, "accuracy mode: at most this many rounds of returning ops to float (each one "
+                               "validates on the held-out images); then the best model found is kept", check=positive,
+                               must=">= 1")
 
     qat_epochs: int = setting(3, "qat mode: epochs of fake-quantized distillation", check=positive, must=">= 1")
     qat_lr: float = setting(1e-4, "qat mode: AdamW learning rate (no warm-up)", check=positive, must="> 0")
