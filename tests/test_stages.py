@@ -257,3 +257,19 @@ def test_benchmark_summary_pairs_with_A_and_writes_no_nan():
     runs["runs"]["main/d/20ep/2x/A/seed2"] = {**run, "epochs_total": 25, "map": 0.5}
     with pytest.raises(SystemExit, match="different epoch totals"):
         bench.summarise(runs, "main")
+
+
+def test_benchmark_targets_count_only_over_five_paired_seeds():
+    bench = _accuracy_benchmark()
+    run = {"epochs": {"finetune": 36}, "epochs_total": 36}
+    runs = {"runs": {f"main/d/36ep/2x/{recipe}/seed{s}": {**run, "map": m + 0.02 * s}
+                     for s in range(5) for recipe, m in (("A", 0.50), ("default", 0.52))}}
+    bench.BASELINE_EPOCHS["d"] = 120
+    rows = {r["target"].split(": ", 1)[1].split(" by")[0].split(",")[0]: r
+            for r in bench.targets(bench.summarise(runs, "main"), {"d": 0.55})}
+    assert rows["the default beats (A)"]["met"] and rows["the default beats (A)"]["measured"].startswith("+2.00 pt")
+    within = rows["the default within 1 pt of the baseline"]
+    assert within["met"] and within["measured"].startswith("1.0 pt above (0.560 vs 0.550), budget 30%, 5 seeds")
+    del runs["runs"]["main/d/36ep/2x/default/seed4"], runs["runs"]["main/d/36ep/2x/A/seed4"]
+    rows = bench.targets(bench.summarise(runs, "main"), {"d": 0.55})
+    assert not any(r["met"] for r in rows), "4 seeds: nothing counts as met"
