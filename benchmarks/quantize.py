@@ -74,7 +74,7 @@ def build(name: str, weights: Path, size: int, work: Path, data: Any) -> tuple[d
         seconds[("openvino", f"int8 {mode}")] = time.perf_counter() - t0
         out[("openvino", f"int8 {mode}")] = staged.rename(staged.with_name(f"{name}_int8_{mode}_openvino_model"))
     t0 = time.perf_counter()
-    ul = YOLO(str(pt)).export(format="openvino", int8=True, data=str(data.path), imgsz=size, device="cpu")
+    ul = YOLO(str(pt)).export(format="openvino", int8=True, data=str(data.data_arg), imgsz=size, device="cpu")
     seconds[("ultralytics-openvino", "int8")] = time.perf_counter() - t0
     out[("ultralytics-openvino", "int8")] = Path(ul)
     return out, seconds

@@ -23,6 +23,8 @@ Ultralytics and torch itself). Everything here changes process state, not Ultral
   ``openvino_telemetry.utils.opt_in_checker.OptInChecker.check`` (checked on openvino-telemetry 2025.2.0) by a
   function that declines, for this process only; nothing is written under HOME.
 * :func:`check_version` warns when the installed Ultralytics is outside the range the seam was checked on.
+* Checkpoints are read from exactly the path given (``patches.weights``) and the label scan never rewrites a user's
+  JPEG (``patches.datasets.keep_images_unchanged``).
 * ``ultralytics.utils.torch_utils.NUM_THREADS`` (read by ``select_device``, which calls
   ``torch.set_num_threads(NUM_THREADS)`` on CPU) is raised from ``cpu_count - 1`` to all cores.
 
@@ -37,6 +39,9 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from yolo_compress.patches.datasets import keep_images_unchanged
+from yolo_compress.patches.weights import exact_weight_paths
 
 # the seam was read and tested against 8.4.190; the private pieces it relies on have been stable within 8.4.x
 CHECKED_ULTRALYTICS = "8.4.190"
@@ -89,6 +94,8 @@ def apply() -> None:
 
     install_local_font(Path(USER_CONFIG_DIR))
     decline_openvino_telemetry()
+    exact_weight_paths()
+    keep_images_unchanged()
     torch_utils.NUM_THREADS = os.cpu_count() or 1
     check_version()
     _applied = True

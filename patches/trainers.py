@@ -18,10 +18,12 @@ from ultralytics.utils import DEFAULT_CFG, RANK, YAML
 from ultralytics.utils.torch_utils import TORCH_2_0, one_cycle
 
 from yolo_compress.checkpoint import atomic_write_bytes
+from yolo_compress.patches.datasets import keep_images_unchanged
 from yolo_compress.settings import Settings
 
 S = TypeVar("S", bound=Settings)
 LOGGER = logging.getLogger(__name__)
+keep_images_unchanged()  # here too: a DDP worker imports its trainer's module but never runs runtime.apply
 
 
 class _AtomicPath(type(Path())):

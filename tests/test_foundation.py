@@ -187,7 +187,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         ("missing_weights", "weights file not found"),
         ("not_a_checkpoint", "is not a loadable YOLO checkpoint"),
         ("missing_data", "dataset yaml not found"),
-        ("malformed_data", "lacks key"),
+        ("malformed_data", "key missing"),
         ("empty_dataset", "no images found"),
     ],
 )

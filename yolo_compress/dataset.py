@@ -8,17 +8,18 @@ of the task (generated under ``data/`` on first use).
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from yolo_compress.errors import CompressError
+from yolo_compress.patches.datasets import image_files, label_files, read_det_yaml, verify_labels
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
 DEFAULT_IMGSZ = {"detect": 640, "classify": 224}
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,21 @@ class Dataset:
     """A checked dataset.
 
     Attributes:
-        path: the data yaml (detect) or the ImageFolder root (classify), absolute.
+        path: the data yaml (detect) or the ImageFolder root (classify) the user named, absolute.
         task: ``"detect"`` or ``"classify"``.
         names: class index -> name.
         imgsz: the image size it was made for (built-in sets record it), else the task's usual size.
+        data_arg: what Ultralytics is handed as ``data=``: for a yaml, the yaml as Ultralytics resolved it (absolute
+            split paths, no ``download:`` key), written by yolo-compress; for an ImageFolder, ``path``.
+        splits: split name -> its resolved entries (folders or image lists); empty for an ImageFolder.
     """
 
     path: Path
     task: str
     names: dict[int, str]
     imgsz: int
+    data_arg: Path
+    splits: dict[str, tuple[Path, ...]] = field(default_factory=dict)
 
     @property
     def nc(self) -> int:
@@ -46,8 +52,8 @@ def resolve_data(data: str | Path | None, task: str = "detect") -> Dataset:
     """Check ``data`` for ``task`` and describe it; ``None`` means the built-in dataset of the task.
 
     Raises:
-        CompressError: missing or malformed yaml or folder, a split without images or usable labels, an empty
-            class folder, or data of the other task.
+        CompressError: missing or malformed yaml or folder, a dataset that needs downloading, a split without
+            images or usable labels, an empty class folder, or data of the other task.
     """
     if data is None:
         from yolo_compress.data import ensure_builtin
@@ -60,145 +66,140 @@ def resolve_data(data: str | Path | None, task: str = "detect") -> Dataset:
 
 
 def _detection_yaml(path: Path) -> Dataset:
+    """Resolve ``path`` with Ultralytics' own rules (``patches.datasets``), then check what it resolved."""
     if path.is_dir():
         raise CompressError(f"{path} is a folder; a detection dataset is a YOLO data yaml (a folder of class "
                             "subfolders is a classification dataset: use a -cls model with it)")
     if not path.is_file():
         raise CompressError(f"dataset yaml not found: {path}; pass a YOLO data yaml, or omit --data to use the "
                             "built-in shapes dataset (yolo-compress data writes it)")
+    raw = _read_yaml(path)
+    spec = _ultralytics_spec(path, raw)
+    splits = {k: tuple(Path(e) for e in _as_list(spec[k])) for k in SPLITS if spec.get(k)}
+    for split in ("train", "val"):
+        try:
+            images = image_files(splits[split])
+        except FileNotFoundError as e:
+            raise CompressError(f"{path}: no images found for split {split!r} in {[str(e) for e in splits[split]]} "
+                                f"({_first_line(e.__cause__ or e)}); fix the yaml's paths") from e
+        _check_labels(images, spec, split, path)
+    return Dataset(path.resolve(), "detect", dict(spec["names"]), _yaml_imgsz(raw.get("imgsz"), path),
+                   _write_resolved(path, spec), splits)
+
+
+def _read_yaml(path: Path) -> dict:
     try:
-        spec = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise CompressError(f"{path} is not valid YAML ({e.__class__.__name__}); fix the file") from e
-    if not isinstance(spec, dict):
+    if not isinstance(raw, dict):
         raise CompressError(f"{path} must be a mapping with 'train', 'val' and 'names' keys")
-    missing = [k for k in ("train", "val", "names") if k not in spec]
-    if missing:
-        raise CompressError(f"{path} lacks key(s) {missing}; a YOLO data yaml needs 'train', 'val' and 'names'")
-    names = _names(spec["names"], path)
-    if "nc" in spec and spec["nc"] != len(names):
-        raise CompressError(f"{path}: nc: {spec['nc']} but 'names' lists {len(names)} classes; make them agree "
-                            "(or drop nc)")
-    for split in ("train", "val"):
-        entries = split_entries(path, spec, split)
-        images = [img for e in entries for img in _list_images(e)]
-        if not images:
-            raise CompressError(f"{path}: no images found for split {split!r} under {[str(e) for e in entries]}")
-        _check_labels(images, len(names), split, path)
-    imgsz = int(spec.get("imgsz") or DEFAULT_IMGSZ["detect"])
-    return Dataset(path.resolve(), "detect", names, imgsz)
+    return raw
 
 
-def split_entries(yaml_path: Path, spec: dict, split: str) -> list[Path]:
-    """The folders (or image-list files) of ``split`` in a data yaml, resolved as Ultralytics resolves them:
-    relative to ``path:``, which is itself relative to the yaml's folder (default: that folder)."""
-    root = Path(spec.get("path") or yaml_path.parent)
-    if not root.is_absolute():
-        root = (yaml_path.parent / root).resolve()
-    entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
-    return [root / e for e in entries]
+def _ultralytics_spec(path: Path, raw: dict) -> dict:
+    """Ultralytics' resolution of the yaml; its refusals in one line. A dataset that is missing and has a
+    ``download:`` entry is refused: yolo-compress never runs a dataset's download script or URL."""
+    try:
+        return read_det_yaml(path)
+    except FileNotFoundError as e:
+        why = _first_line(e)
+        if raw.get("download"):
+            raise CompressError(f"{path}: {why}; the dataset must be downloaded first (yolo-compress never runs a "
+                                "yaml's download: script): download it yourself, then point 'path:' at it") from e
+        raise CompressError(f"{path}: {why}; fix 'path:' / 'val:' (relative paths are read from the current "
+                            "folder, as Ultralytics reads them) or pass an absolute path") from e
+    except (SyntaxError, TypeError, KeyError, ValueError) as e:
+        raise CompressError(f"{path}: {_one_line(e).replace(f'{path} ', '')}; fix the yaml") from e
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an Ultralytics error (the rest is advice about its download folder)."""
+    return _one_line(e).split(". Note dataset download directory")[0]
+
+
+def _one_line(e: BaseException) -> str:
+    """An Ultralytics error message on one line, without its emoji and without repeating the yaml's path."""
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    text = " ".join(line.strip() for line in text.replace("❌", "").splitlines() if line.strip())
+    return text.replace(" .", ".").strip().rstrip(".") or type(e).__name__
+
+
+def _as_list(entry: str | list) -> list:
+    return entry if isinstance(entry, list) else [entry]
+
+
+def _yaml_imgsz(value: object, path: Path) -> int:
+    """The yaml's ``imgsz`` (a yolo-compress key of the built-in sets; ``[h, w]`` counts as its larger side)."""
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return max(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if value is not None:
+        LOGGER.warning("%s: imgsz %r is not an image size; using %d", path, value, DEFAULT_IMGSZ["detect"])
+    return DEFAULT_IMGSZ["detect"]
+
+
+def _write_resolved(path: Path, spec: dict) -> Path:
+    """Write what Ultralytics resolved (absolute paths, ``download`` dropped) to a yaml of yolo-compress's own, so
+    training reads the same dataset from any folder and never finds a download to run. Named by content."""
+    import hashlib
+
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    from yolo_compress.checkpoint import atomic_write_bytes
+
+    keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in spec.items() if k not in ("download", "yaml_file")}
+    text = yaml.safe_dump(keep, sort_keys=False, allow_unicode=True).encode()
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    out = Path(USER_CONFIG_DIR) / "datasets" / f"{path.stem}-{digest}.yaml"
+    if not out.is_file():
+        atomic_write_bytes(out, text)
+    return out
 
 
 def split_images(data: Dataset, split: str) -> list[Path]:
     """The image files of a split of a checked dataset (detection yaml or ImageFolder), sorted."""
     if data.task == "classify":
         return _list_images(data.path / split)
-    spec = yaml.safe_load(data.path.read_text())
-    return sorted(img for e in split_entries(data.path, spec, split) for img in _list_images(e))
-
-
-def _names(raw: object, path: Path) -> dict[int, str]:
-    if isinstance(raw, list):
-        return dict(enumerate(str(n) for n in raw))
-    if isinstance(raw, dict) and raw:
-        try:
-            return {int(k): str(v) for k, v in raw.items()}
-        except ValueError as e:
-            raise CompressError(f"{path}: 'names' keys must be class indices 0..n-1") from e
-    raise CompressError(f"{path}: 'names' must be a list or a mapping of class names")
+    if split not in data.splits:
+        raise CompressError(f"{data.path} has no {split!r} split; add a '{split}:' entry to the yaml")
+    try:
+        return sorted(image_files(data.splits[split]))
+    except FileNotFoundError as e:
+        raise CompressError(f"{data.path}: no images found for split {split!r} ({_first_line(e)})") from e
 
 
 def _list_images(entry: Path) -> list[Path]:
-    """Images in a folder, or those an image-list ``.txt`` file names (relative to its folder)."""
-    if entry.is_dir():
-        return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if entry.is_file() and entry.suffix == ".txt":
-        lines = [line.strip() for line in entry.read_text().splitlines() if line.strip()]
-        return [p if p.is_absolute() else (entry.parent / p) for p in map(Path, lines)]
-    return []
+    """Images in a folder (recursively)."""
+    return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def label_file(image: Path) -> Path:
     """Ultralytics' ``img2label_paths``: the last ``images`` folder becomes ``labels``, the suffix ``.txt``."""
-    parts = image.parts
-    if "images" not in parts:
-        return image.with_suffix(".txt")
-    k = len(parts) - 1 - parts[::-1].index("images")
-    return Path(*parts[:k], "labels", *parts[k + 1:]).with_suffix(".txt")
+    return label_files([image])[0]
 
 
-def _check_labels(images: list[Path], nc: int, split: str, path: Path) -> None:
-    """Count what Ultralytics would drop (class ids outside ``names``, malformed rows) and say it in one line.
+def _check_labels(images: list[Path], spec: dict, split: str, path: Path) -> None:
+    """Run Ultralytics' own label check on every image and say in one line what it will skip.
 
-    Ultralytics skips an image whose label file has any bad row, with one warning per file; a split left with
-    no labelled image would train on nothing (or fail late), so that is an error here.
+    Ultralytics skips an image that is unreadable or whose label file has a bad row, with one message per file; a
+    split left with no labelled image would train on nothing (or fail late), so that is an error here.
 
     Raises:
         CompressError: no image of the split has a usable label.
     """
-    bad_files, bad_rows, labelled, worst = 0, 0, 0, None
-    unreadable = {image for image in images if not _image_ok(image)}
-    for image in images:
-        if image in unreadable:
-            continue
-        label = label_file(image)
-        if not label.is_file():
-            continue
-        rows = [r.split() for r in label.read_text(errors="replace").splitlines() if r.strip()]
-        if not rows:
-            continue
-        bad = [r for r in rows if not _row_ok(r, nc)]
-        if bad:
-            bad_files, bad_rows = bad_files + 1, bad_rows + len(bad)
-            worst = worst or (label, " ".join(bad[0]))
-        else:
-            labelled += 1
-    if unreadable:
-        LOGGER.warning("%s split %r: %d of %d images are not readable images and will be skipped, e.g. %s",
-                       path.name, split, len(unreadable), len(images), min(unreadable))
-    if bad_files:
-        LOGGER.warning("%s split %r: %d of %d images skipped (%d label rows with a class id outside 0..%d, "
-                       "coordinates outside [0, 1] or a wrong column count, e.g. %s: %r)", path.name, split, bad_files,
-                       len(images), bad_rows, nc - 1, *worst)
+    results = verify_labels(images, spec)
+    skipped = [msg for kept, msg in results if not kept]
+    labelled = sum(kept and label.is_file() and label.stat().st_size > 0
+                   for (kept, _), label in zip(results, label_files(images)))
+    if skipped:
+        LOGGER.warning("%s split %r: %d of %d images skipped by Ultralytics' label check, e.g. %s", path.name, split,
+                       len(skipped), len(images), skipped[0].strip())
     if labelled == 0:
-        reason = (f"all {bad_files} labelled images have rows with a class id outside 0..{nc - 1}, coordinates "
-                  f"outside [0, 1] or a wrong column count, e.g. {worst[0]}: {worst[1]!r}" if bad_files
-                  else "no label files found next to the images")
+        reason = (f"all {len(skipped)} images with labels are skipped, e.g. {skipped[0].strip()}" if skipped
+                  else "no label files found next to the images (a 'labels' folder beside 'images')")
         raise CompressError(f"{path}: split {split!r} has no usable labels ({reason}); fix the labels or 'names'")
-
-
-def _image_ok(image: Path) -> bool:
-    """Whether an image file opens (its header only: cheap), as Ultralytics' label check needs before it keeps it."""
-    from PIL import Image
-
-    try:
-        with Image.open(image) as im:
-            return im.size[0] > 0 and im.size[1] > 0
-    # PIL's errors for files that are no image; ImportError: Ultralytics' patched Image.open then tries pi_heif
-    except (OSError, ValueError, SyntaxError, ImportError):
-        return False
-
-
-def _row_ok(row: list[str], nc: int) -> bool:
-    """A row Ultralytics keeps: a class id in ``0..nc-1``, then a box (4 values) or a polygon (3+ points), every
-    coordinate a finite number in [0, 1]."""
-    try:
-        values = [float(v) for v in row]
-    except ValueError:
-        return False
-    shape_ok = len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1)
-    coords_ok = all(math.isfinite(v) and 0 <= v <= 1 for v in values[1:])
-    return shape_ok and coords_ok and values[0].is_integer() and 0 <= values[0] < nc
 
 
 def _image_folder(root: Path) -> Dataset:
@@ -230,7 +231,7 @@ def _image_folder(root: Path) -> Dataset:
     meta = root / "dataset.yaml"  # written by the built-in generator: the image size it was made for
     if meta.is_file():
         imgsz = int((yaml.safe_load(meta.read_text()) or {}).get("imgsz") or imgsz)
-    return Dataset(root.resolve(), "classify", dict(enumerate(classes)), imgsz)
+    return Dataset(root.resolve(), "classify", dict(enumerate(classes)), imgsz, root.resolve())
 
 
 def _check_images(images: list[Path]) -> None:
@@ -255,13 +256,12 @@ def data_fingerprint(data: Dataset) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    if data.path.is_file():
-        digest.update(data.path.read_bytes())
+    if data.data_arg.is_file():
+        digest.update(data.data_arg.read_bytes())
     for split in ("train", "val"):
-        images = split_images(data, split) if data.task == "classify" or data.path.is_file() else []
-        for image in images:
-            files = [image] if data.task == "classify" else [image, label_file(image)]
-            for f in files:
-                stat = f.stat() if f.is_file() else None
-                digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else f"{f}:-\n".encode())
+        images = split_images(data, split)
+        labels = label_files(images) if data.task == "detect" else []
+        for f in [*images, *labels]:
+            stat = f.stat() if f.is_file() else None
+            digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else f"{f}:-\n".encode())
     return digest.hexdigest()

@@ -119,7 +119,7 @@ def train_args(user: dict[str, Any], data: Dataset, imgsz: int, out: Path) -> di
     i.e. ~3 optimizer steps per epoch on a 200-image set. A one-epoch warm-up suits short runs.
     """
     run_dir = run_dir_of(out).resolve()
-    args = {**user, "data": str(data.path), "imgsz": imgsz, "project": str(run_dir.parent), "name": run_dir.name,
+    args = {**user, "data": str(data.data_arg), "imgsz": imgsz, "project": str(run_dir.parent), "name": run_dir.name,
             "exist_ok": True}
     batch = args.get("batch", 16)
     args.setdefault("nbs", batch if isinstance(batch, int) and batch > 0 else 64)

@@ -22,7 +22,7 @@ def validate(weights: nn.Module | str | Path, data: Dataset, imgsz: int, **kwarg
 
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(weights, Path(tmp) / "model.pt") if isinstance(weights, nn.Module) else weights
-        args = {"data": str(data.path), "imgsz": imgsz, "quantize": 32, "plots": False, "verbose": False,
+        args = {"data": str(data.data_arg), "imgsz": imgsz, "quantize": 32, "plots": False, "verbose": False,
                 "project": tmp, "name": "val", "exist_ok": True, **kwargs}
         result = YOLO(path, task=data.task).val(**args)
     if data.task == "classify":

@@ -19,7 +19,7 @@ from ultralytics.data.utils import IMG_FORMATS
 from ultralytics.utils.patches import imread
 
 from yolo_compress.data.diagram import read_parent_labels
-from yolo_compress.dataset import split_entries
+from yolo_compress.dataset import resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.relations.infer import find_parent_nodes, prf, relation_metrics, visualize_nodes
 
@@ -101,10 +101,10 @@ def split_dirs(data: str | Path, split: str = "val") -> tuple[Path, Path]:
     if data.is_dir():
         images = data / "images" / split
     elif data.is_file():
-        spec = yaml.safe_load(data.read_text()) or {}
+        spec = yaml.safe_load(data.read_text(encoding="utf-8-sig")) or {}
         if not isinstance(spec, dict) or not isinstance(spec.get(split), str):
             raise CompressError(f"{data}: key {split!r} must name one image folder (e.g. 'images/{split}')")
-        images = split_entries(data, spec, split)[0]
+        images = Path(resolve_data(data).splits[split][0])
     else:
         raise CompressError(f"{data} not found; pass a data yaml or a dataset folder holding images/{split}")
     if not images.is_dir():
