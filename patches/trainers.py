@@ -19,6 +19,7 @@ from ultralytics.utils.torch_utils import TORCH_2_0, one_cycle
 
 from yolo_compress.checkpoint import atomic_write_bytes
 from yolo_compress.patches.datasets import keep_images_unchanged
+from yolo_compress.run_folder import record_files
 from yolo_compress.settings import Settings
 
 S = TypeVar("S", bound=Settings)
@@ -88,6 +89,8 @@ class KeepModule:
         self.add_callback("on_train_start", _count_batches_from_start)
         self.add_callback("on_train_start", _forget_unsaved_epochs)
         self.add_callback("on_train_batch_start", _count_batch)
+        for event in ("on_train_start", "on_train_batch_end", "on_model_save", "on_train_end"):
+            self.add_callback(event, _record_run_files)
 
     @classmethod
     def settings_classes(cls) -> list[type[Settings]]:
@@ -206,6 +209,13 @@ def _forget_unsaved_epochs(trainer: KeepModule) -> None:
 
 def _count_batch(trainer: KeepModule) -> None:
     trainer._batches_done += 1
+
+
+def _record_run_files(trainer: KeepModule) -> None:
+    """Record the files Ultralytics has written in the run folder so far, so that only they are ever replaced
+    (``yolo_compress.run_folder``); cheap when nothing new appeared."""
+    if RANK in {-1, 0}:
+        trainer._run_files = record_files(trainer.save_dir, getattr(trainer, "_run_files", None))
 
 
 class ModuleKeepingTrainer(KeepModule, DetectionTrainer):

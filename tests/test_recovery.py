@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from yolo_compress import CompressError
-from yolo_compress.checkpoint import atomic_write_bytes, load_model, remove_stale_temps, save_checkpoint
+from yolo_compress.checkpoint import atomic_write_bytes, load_model, save_checkpoint
 from yolo_compress.dataset import resolve_data
 from yolo_compress.manifest import Manifest
 from yolo_compress.models import build_from_yaml
 from yolo_compress.patches.trainers import ModuleKeepingTrainer
+from yolo_compress.run_folder import remove_stale_temps
 from yolo_compress.training import fit, run_state, train_args
 
 CLI = [sys.executable, "-m", "yolo_compress.cli"]
@@ -301,10 +302,10 @@ def test_sigkill_while_ultralytics_saves_a_checkpoint(tiny_yaml, tmp_path):
             "--batch", "8", "--save", str(tmp_path / "w.pt"), "plots=False"]
     weights = tmp_path / "runs" / "w" / "weights"
     _kill_while_writing(tmp_path, str(weights / "last.pt"), args)
-    assert list(weights.glob(".*.tmp")), "the kill came mid-write: a temp file exists"
+    assert list(weights.glob(".*.yolo-compress-tmp")), "the kill came mid-write: a temp file exists"
     done = subprocess.run([*CLI, *args, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert list(weights.glob(".*.tmp")) == [] and (tmp_path / "w.pt").is_file()
+    assert list(weights.glob(".*.yolo-compress-tmp")) == [] and (tmp_path / "w.pt").is_file()
     assert torch.load(weights / "last.pt", weights_only=False)["epoch"] == -1  # whole, and finished (stripped)
     epochs = [r.split(",")[0] for r in (tmp_path / "runs" / "w" / "results.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]

@@ -18,8 +18,9 @@ from yolo_compress.config import load_config
 from yolo_compress.dataset import resolve_data
 from yolo_compress.finetune.stage import BaselineStage
 from yolo_compress.models import build_from_yaml
-from yolo_compress.pipeline import LOCK_NAME, CompressionPipeline
+from yolo_compress.pipeline import CompressionPipeline
 from yolo_compress.prune.stage import PruneStage
+from yolo_compress.run_folder import LOCK_NAME
 
 CLI = [sys.executable, "-m", "yolo_compress.cli"]
 
@@ -62,12 +63,71 @@ def test_compare_of_an_onnx_file_loads_no_unnamed_checkpoint(base_pt, tiny_yaml,
 
 
 def test_a_run_folder_holding_user_files_is_never_deleted(base_pt, tiny_yaml, tmp_path):
-    mine = tmp_path / "o" / "runs" / "x" / "important.txt"
-    mine.parent.mkdir(parents=True)
-    mine.write_text("keep me")
-    with pytest.raises(CompressError, match="important.txt, which is no training output; move it"):
-        PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "o" / "x.pt", epochs=1)
-    assert mine.read_text() == "keep me"
+    """A finished run's folder is replaced by a rerun, but not once a user put a file there: files count as the run's
+    by the record the run kept, not by their extension."""
+    def train() -> Path:
+        return PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "o" / "x.pt", epochs=1, batch=8)
+
+    run = tmp_path / "o" / "runs" / "x"
+    train()
+    assert (run / "results.csv").is_file()
+    for name in ("my_experiments.csv", "my_settings.yaml"):
+        mine = run / name
+        mine.write_text("keep me")
+        with pytest.raises(CompressError, match=f"{name}, which no yolo-compress run wrote; move it"):
+            train()
+        assert mine.read_text() == "keep me"
+        mine.unlink()
+    train()  # only the run's own files: replaced
+
+
+def test_an_input_inside_a_run_folder_is_refused_before_any_work(base_pt, tiny_yaml, tmp_path):
+    import shutil
+
+    run = tmp_path / "w" / "runs" / "t" / "weights"
+    run.mkdir(parents=True)
+    inside = shutil.copyfile(base_pt, run / "best.pt")
+    with pytest.raises(CompressError, match="lies in .*runs/t, the run folder the training stage replaces"):
+        PruneModel(inside, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "w" / "t.pt", epochs=1)
+    out = tmp_path / "out"
+    distill_run = out / "runs" / "distill" / "weights"
+    distill_run.mkdir(parents=True)
+    inside = shutil.copyfile(base_pt, distill_run / "best.pt")
+    cfg = load_config(weights=str(inside), data=str(tiny_yaml), out=str(out), imgsz=64, budget=2)
+    with pytest.raises(CompressError, match="lies in .*runs/distill, the run folder the distill stage replaces"):
+        CompressionPipeline(cfg)
+    assert inside.is_file() and sorted(p.name for p in out.iterdir()) == ["runs"]
+
+
+def test_hidden_tmp_files_of_the_user_survive_the_clean_up(base_pt, tiny_yaml, tmp_path):
+    from yolo_compress.run_folder import remove_stale_temps
+
+    out = tmp_path / "out"
+    out.mkdir()
+    notes = out / ".notes.tmp"
+    notes.write_text("mine")
+    ours = out / ".prune.pt.abc123.yolo-compress-tmp"
+    ours.write_bytes(b"half a checkpoint")
+    assert remove_stale_temps(out) == [ours] and notes.read_text() == "mine"
+
+
+def test_two_stage_commands_on_one_save_fail_fast(base_pt, tiny_yaml, tmp_path):
+    from yolo_compress.run_folder import run_lock
+
+    lock = run_lock(tmp_path / "w" / "runs" / "t")
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(  # another command trains into the same run folder
+        [sys.executable, "-c", f"import fcntl, time; f = open({str(lock)!r}, 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CompressError, match="another yolo-compress command is writing the run folder"):
+            PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "w" / "t.pt", epochs=1)
+        assert not (tmp_path / "w" / "runs" / "t").exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_second_run_on_the_same_out_fails_at_once(base_pt, tiny_yaml, tmp_path):
@@ -81,7 +141,7 @@ def test_a_second_run_on_the_same_out_fails_at_once(base_pt, tiny_yaml, tmp_path
         assert holder.stdout.readline().strip() == "held"
         cfg = load_config(weights=str(base_pt), data=str(tiny_yaml), out=str(out), imgsz=64, factor=0.3)
         t0 = time.perf_counter()
-        with pytest.raises(CompressError, match="another yolo-compress run is using .*; wait for it"):
+        with pytest.raises(CompressError, match="another yolo-compress command is writing .*; wait for it"):
             CompressionPipeline(cfg, (BaselineStage, PruneStage)).run()
         assert time.perf_counter() - t0 < 5 and not (out / "prune.pt").exists()
     finally:
@@ -122,9 +182,9 @@ def test_an_interrupted_training_leaks_no_starting_checkpoint(base_pt, tiny_yaml
         PruneModel(base_pt, data=tiny_yaml, imgsz=64).train(save_dir=tmp_path / "w" / "x.pt", epochs=1, batch=8)
     assert list((tmp_path / "w").glob(".*")) == [] and list((tmp_path / "tmp").rglob("*.pt")) == []
     # a SIGKILL leaves it next to the output, where the pipeline's start removes it with other temps
-    from yolo_compress.checkpoint import remove_stale_temps
+    from yolo_compress.run_folder import remove_stale_temps
 
-    stale = tmp_path / "w" / ".x.init.tmp.pt"
+    stale = tmp_path / "w" / ".x.yolo-compress-init.pt"
     stale.write_bytes(b"left by a kill")
     assert remove_stale_temps(tmp_path / "w") == [stale] and not stale.exists()
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_task
+from yolo_compress.run_folder import TEMP_SUFFIX
 
 
 def _umask() -> int:
@@ -40,7 +41,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     if path.is_dir():
         raise CompressError(f"{path} is a folder; give a file path to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -70,16 +71,6 @@ def atomic_replace_dir(staged: Path, target: Path) -> Path:
     os.replace(staged, target)
     shutil.rmtree(aside, ignore_errors=True)
     return target
-
-
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temp files an interrupted run left in ``folder``: :func:`atomic_write_bytes`'s ``.<name>.*.tmp`` and a
-    training stage's starting checkpoint ``.<stem>.init.tmp.pt``."""
-    removed = []
-    for tmp in [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".*.init.tmp.pt")]:
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:

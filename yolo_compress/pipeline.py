@@ -10,28 +10,27 @@ run); ``force=STAGE`` redoes that stage and all after it. Every check that can f
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from yolo_compress.budget import budget_used, lineage, plan_segments
-from yolo_compress.checkpoint import load_model, remove_stale_temps
+from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import data_fingerprint, resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.manifest import Manifest, file_record
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
 from yolo_compress.preflight import check_device, check_disk, check_imgsz, check_train_values
-from yolo_compress.stage import PipelineConfig, RunContext, Stage
+from yolo_compress.run_folder import LOCK_NAME, check_not_inside, locked, remove_stale_temps, run_dir_of
+from yolo_compress.stage import PipelineConfig, RunContext, Stage, TrainingStage
 from yolo_compress.stages import STAGES
 from yolo_compress.training import check_classes, writable_dir
 
 LOGGER = logging.getLogger(__name__)
-LOCK_NAME = ".yolo-compress.lock"
 
 
 @dataclass
@@ -84,17 +83,19 @@ class CompressionPipeline:
         self.manifest = Manifest(self.out / "manifest.json")
 
     def _check_overwrites(self) -> None:
-        """Refuse a run that would write over one of its inputs (e.g. ``--weights OUT/finetune.pt``)."""
+        """Refuse a run that would write over one of its inputs (e.g. ``--weights OUT/finetune.pt``) or replace the
+        run folder that holds one (``--weights OUT/runs/distill/weights/best.pt``)."""
         c = self.ctx.config
-        given = ((c.run.weights, "--weights"), (c.run.teacher, "--teacher"), (self.ctx.data.path, "--data"))
-        inputs = {Path(p).resolve(): flag for p, flag in given if p is not None}
-        for stage in self.enabled():
-            if stage.name == self.names[0]:
-                continue  # the model to compress: its output is the --weights file itself, read only
+        given = {"--weights": c.run.weights, "--teacher": c.run.teacher, "--data": self.ctx.data.path}
+        inputs = {Path(p).resolve(): flag for flag, p in given.items() if p is not None}
+        writers = [s for s in self.enabled() if s.name != self.names[0]]  # the first stage only reads --weights
+        for stage in writers:
             for path in stage.outputs().values():
                 if path.resolve() in inputs:
                     raise CompressError(f"{inputs[path.resolve()]} {path} would be overwritten by the {stage.name} "
                                         "stage; pass another --out folder or move the file")
+        check_not_inside(given, {s.name: run_dir_of(s.outputs()["weights"]) for s in writers
+                                 if isinstance(s, TrainingStage)})
 
     def enabled(self) -> list[Stage]:
         return [s for s in self.stages if s.enabled()]
@@ -110,7 +111,7 @@ class CompressionPipeline:
             CompressError: another run holds this output folder.
         """
         self.out.mkdir(parents=True, exist_ok=True)
-        with _locked(self.out):
+        with locked(self.out / LOCK_NAME, f"the output folder {self.out}"):
             return self._run(force)
 
     def _run(self, force: str | None) -> PipelineResult:
@@ -158,27 +159,3 @@ def planned(ctx: RunContext, stages: Sequence[type[Stage]] = STAGES) -> RunConte
     running = [s for s in (cls(ctx) for cls in stages) if s.enabled()]
     chain = lineage(running)
     return replace(ctx, segments=plan_segments(running, ctx.config), final=chain[-1].name if chain else "")
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """Hold an OS lock on ``out`` (released when the process ends, so a killed run never blocks the next).
-
-    Raises:
-        CompressError: another process holds it.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; runs are not guarded
-        yield
-        return
-    with open(out / LOCK_NAME, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise CompressError(f"another yolo-compress run is using {out} (it holds {out / LOCK_NAME}); wait for it "
-                                "to finish or pass another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

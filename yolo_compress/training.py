@@ -24,10 +24,21 @@ from typing import Any
 
 from torch import nn
 
-from yolo_compress.checkpoint import checkpoint_is_complete, load_model, remove_stale_temps, save_checkpoint
+from yolo_compress.checkpoint import checkpoint_is_complete, load_model, save_checkpoint
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_class_count
+from yolo_compress.run_folder import (
+    INIT_SUFFIX,
+    check_not_inside,
+    check_replaceable,
+    drop_if_unused,
+    locked,
+    record_files,
+    remove_stale_temps,
+    run_dir_of,
+    run_lock,
+)
 
 LOGGER = logging.getLogger(__name__)
 # set by yolo-compress from the dataset and the output path; a user value would be ignored or break the run folder
@@ -41,11 +52,6 @@ class Fit:
     model: nn.Module
     metrics: dict[str, float]
     run_dir: Path
-
-
-def run_dir_of(out: Path) -> Path:
-    """The Ultralytics run folder that belongs to the weights file ``out``."""
-    return out.parent / "runs" / out.stem
 
 
 def writable_dir(folder: str | Path) -> Path:
@@ -70,10 +76,12 @@ def writable_dir(folder: str | Path) -> Path:
 
 
 def output_path(save: str | Path, inputs: tuple[Path | None, ...] = (), flag: str = "save_dir") -> Path:
-    """Check where a stage may write: a ``.pt`` file that is none of the stage's inputs, in a writable folder.
+    """Check where a stage may write: a ``.pt`` file that is none of the stage's inputs, in a writable folder, whose
+    run folder (replaced when the stage starts afresh) holds none of the inputs.
 
     Raises:
-        CompressError: not a ``.pt`` path, a folder, one of ``inputs``, or an unwritable folder.
+        CompressError: not a ``.pt`` path, a folder, one of ``inputs``, an input in its run folder, or an unwritable
+            folder.
     """
     out = Path(save).expanduser()
     if out.suffix != ".pt" or out.is_dir():
@@ -81,6 +89,8 @@ def output_path(save: str | Path, inputs: tuple[Path | None, ...] = (), flag: st
     for source in inputs:
         if source is not None and out.exists() and out.resolve() == Path(source).resolve():
             raise CompressError(f"refusing to overwrite the input weights {out}; choose another {flag}")
+    for source in inputs:
+        check_not_inside({"the input": source}, {"training": run_dir_of(out)})
     writable_dir(out.parent)
     return out
 
@@ -181,12 +191,34 @@ def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[st
         require_resume: with ``resume``, a missing run is an error instead of a fresh start.
 
     Raises:
-        CompressError: class mismatch, or ``require_resume`` with nothing to resume.
+        CompressError: class mismatch, ``require_resume`` with nothing to resume, another command training into
+            the same run folder, or a run folder holding files of the user's.
+    """
+    check_classes(model, data)
+    run_dir = Path(args["project"]) / args["name"]
+    try:
+        with locked(run_lock(run_dir), f"the run folder {run_dir}"):
+            yolo = _train(model, trainer, out, run_dir, args, resume, require_resume)
+            chosen = _pick(run_dir / "weights", take)
+            trained = load_model(chosen)
+            metrics = _metrics(run_dir, take, getattr(getattr(yolo, "trainer", None), "metrics", None))
+            save_checkpoint(trained, out, train_metrics=metrics, source_run=str(run_dir))
+            record_files(run_dir)
+    finally:
+        drop_if_unused(run_dir.parent)
+    LOGGER.info("saved %s (from %s)", out, chosen)
+    return Fit(trained, metrics, run_dir)
+
+
+def _train(model: nn.Module, trainer: type, out: Path, run_dir: Path, args: dict[str, Any], resume: bool,
+           require_resume: bool) -> Any:
+    """Resume, finish or start the run in ``run_dir`` (see :func:`fit`); returns the ``YOLO`` that trained, if any.
+
+    Raises:
+        CompressError: ``require_resume`` with nothing to resume, or a run folder holding files of the user's.
     """
     from ultralytics import YOLO
 
-    check_classes(model, data)
-    run_dir = Path(args["project"]) / args["name"]
     state = run_state(run_dir) if resume else "none"
     if resume and state == "damaged":
         state = _set_damaged_aside(run_dir)
@@ -204,9 +236,9 @@ def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[st
         LOGGER.info("%s holds a finished run that was not saved yet; saving it", run_dir)
     else:
         if run_dir.exists():
-            check_run_dir_is_ours(run_dir)
+            check_replaceable(run_dir)
             shutil.rmtree(run_dir)  # a previous run of this output: replaced, never resumed by mistake
-        init = out.parent / f".{out.stem}.init.tmp.pt"  # next to the output: a kill leaves it where reruns clean
+        init = out.parent / f".{out.stem}{INIT_SUFFIX}"  # next to the output: a kill leaves it where reruns clean
         try:
             yolo = YOLO(save_checkpoint(model, init))
             yolo.train(trainer=trainer, **args)
@@ -215,32 +247,7 @@ def fit(model: nn.Module, trainer: type, out: Path, data: Dataset, args: dict[st
             raise
         finally:
             init.unlink(missing_ok=True)
-    chosen = _pick(run_dir / "weights", take)
-    trained = load_model(chosen)
-    metrics = _metrics(run_dir, take, getattr(getattr(yolo, "trainer", None), "metrics", None))
-    save_checkpoint(trained, out, train_metrics=metrics, source_run=str(run_dir))
-    LOGGER.info("saved %s (from %s)", out, chosen)
-    return Fit(trained, metrics, run_dir)
-
-
-RUN_FILES = {".yaml", ".csv", ".png", ".jpg"}  # what Ultralytics (and the sparse histogram) write in a run folder
-
-
-def check_run_dir_is_ours(run_dir: Path) -> None:
-    """Refuse to replace a run folder that holds anything Ultralytics and yolo-compress do not write there.
-
-    Raises:
-        CompressError: a foreign file or folder, named, with the way out.
-    """
-    for entry in run_dir.iterdir():
-        if entry.is_dir() and entry.name == "weights":
-            ours = (".pt", ".pt.damaged", ".tmp")
-            foreign = [p for p in entry.iterdir() if not (p.is_file() and p.name.endswith(ours))]
-        else:
-            foreign = [] if entry.is_file() and entry.suffix in RUN_FILES else [entry]
-        if foreign:
-            raise CompressError(f"run folder {run_dir} holds {foreign[0]}, which is no training output; move it, or "
-                                "write the stage elsewhere (another --save or --out)")
+    return yolo
 
 
 def _set_damaged_aside(run_dir: Path) -> str:
@@ -272,9 +279,6 @@ def _drop_if_empty(run_dir: Path) -> None:
     """A run that failed before its first checkpoint leaves only ``args.yaml``: remove that clutter."""
     if run_dir.is_dir() and not any((run_dir / "weights").glob("*.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
-        parent = run_dir.parent
-        if parent.name == "runs" and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
 
 
 def _metrics(run_dir: Path, take: str, final: dict | None) -> dict[str, float]:
