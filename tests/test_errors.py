@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +63,18 @@ def _class_ids(files: dict[str, Path]) -> str:
     for label in (root / "labels" / "train").glob("*.txt"):
         label.write_text("9 0.5 0.5 0.2 0.2\n")
     return _yaml_with(files, "bad_ids/data.yaml", **{r"^path: .*$": f"path: {root.resolve()}"})
+
+
+def _read_only_weights(files: dict[str, Path]) -> str:
+    Path("ro").mkdir()
+    shutil.copyfile(files["w"], "ro/w.pt")
+    return files["read_only"]("ro") + "/w.pt"
+
+
+def _predict_in_read_only_folder(files: dict[str, Path]) -> list[str]:
+    files["read_only"](".")  # the default --save-dir, runs/predict, is under it
+    return ["predict", "--weights", str(files["w"]), "--data", str(files["data"]), "--source",
+            str(files["data"].parent / "images" / "val")]
 
 
 # case -> (command line builder, the output path it must not create)
@@ -132,6 +147,10 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
                  "o"),
     "empty_source": (lambda f: ["predict", "--weights", str(f["w"]), "--data", str(f["data"]), "--source",
                                 str(Path("empty").resolve()) if Path("empty").mkdir() is None else ""], "runs"),
+    "read_only_export": (lambda f: ["export", "--weights", _read_only_weights(f)], "ro/w.onnx"),
+    "read_only_quantize": (lambda f: ["quantize", "--weights", _read_only_weights(f), "--data", str(f["data"])],
+                           "ro/w.onnx"),
+    "read_only_predict": (_predict_in_read_only_folder, "runs"),
 }
 
 
@@ -140,7 +159,7 @@ def test_the_readme_table_and_the_cases_agree():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_ends_in_one_line_that_names_the_fix(case, files, capsys, monkeypatch):
+def test_bad_input_ends_in_one_line_that_names_the_fix(case, files, capsys, monkeypatch, request):
     expected = readme_cases()[case]
     build, output = CASES[case]
 
@@ -148,7 +167,21 @@ def test_bad_input_ends_in_one_line_that_names_the_fix(case, files, capsys, monk
         monkeypatch.setitem(sys.modules, package, None)
         return package
 
-    argv = build({**files, "hide": hide})
+    def read_only(folder: str) -> str:  # as if on a read-only disk: no write permission, a failing write probe for
+        path = Path(folder).resolve()  # root (whom permissions do not stop); Ultralytics would still write there
+        path.chmod(0o555)
+        request.addfinalizer(lambda: path.chmod(0o755))
+        make = tempfile.TemporaryFile
+
+        def probe(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+            if dir is not None and Path(dir).resolve() == path:
+                raise OSError(errno.EROFS, "Read-only file system", str(dir))
+            return make(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", probe)
+        return folder
+
+    argv = build({**files, "hide": hide, "read_only": read_only})
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("yolo-compress: error: "), err

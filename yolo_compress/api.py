@@ -18,7 +18,14 @@ from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.dataset import resolve_data
 from yolo_compress.errors import CompressError
 from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
-from yolo_compress.preflight import check_disk, check_imgsz, check_save_dir, check_source, check_train_values
+from yolo_compress.preflight import (
+    check_beside_weights,
+    check_disk,
+    check_imgsz,
+    check_save_dir,
+    check_source,
+    check_train_values,
+)
 from yolo_compress.settings import Settings
 from yolo_compress.training import check_classes, check_train_args, output_path, recovery_args, train_args
 from yolo_compress.validation import validate
@@ -153,23 +160,15 @@ class PruneModel:
         return self._trained(distill(self.model, teacher, self.data, out, settings, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
-                rounds: int = 30) -> list[Row]:
+                rounds: int = 30, threads: int | None = None) -> list[Row]:
         """Params, GFLOPs, accuracy, size and CPU latency of each model (first row = reference): ``.pt`` in PyTorch,
-        ``.onnx`` in ONNX Runtime, OpenVINO folders in OpenVINO.
+        ``.onnx`` in ONNX Runtime, OpenVINO folders in OpenVINO, each on ``threads`` threads (default: torch's).
 
         Writes ``compare.md``, ``compare.csv`` and ``compare.png`` to ``out_dir``.
         """
-        from yolo_compress.deploy.openvino import is_openvino
-        from yolo_compress.report import compare, write_report
-        from yolo_compress.training import writable_dir
+        from yolo_compress.report.compare import compare_files
 
-        missing = [str(w) for w in weights if not (Path(w).is_file() or is_openvino(Path(w)))]
-        if missing:
-            raise CompressError(f"weights not found: {missing}; pass existing .pt / .onnx files or OpenVINO folders")
-        out = writable_dir(out_dir)
-        rows = compare(weights, self.data, self.imgsz, names=names, rounds=rounds)
-        write_report([r.flat() for r in rows], out)
-        return rows
+        return compare_files(weights, self.data, self.imgsz, out_dir, names, rounds, threads)
 
     def export(self, format: str = "onnx", **kwargs: Any) -> Path:
         """Export the current weights with Ultralytics (ONNX, TorchScript or OpenVINO, at the model's image size)."""
@@ -177,6 +176,7 @@ class PruneModel:
 
         if self.weights is None:
             raise CompressError("nothing saved to export yet; train or prune first (or load a .pt)")
+        check_beside_weights(self.weights, "export")
         return export(self.weights, format, kwargs.pop("imgsz", self.imgsz), **kwargs)
 
     def quantize(self, format: str = "onnx", resume: bool = False, **settings: Any) -> Path:
@@ -200,6 +200,7 @@ class PruneModel:
         check_quantizable(format, config.quantize_mode, self.data.task, config.float_head)
         if self.weights is None:
             raise CompressError("nothing saved to quantize yet; train or prune first (or load a .pt)")
+        check_beside_weights(self.weights, "quantize")
         return quantize_weights(self.weights, format, self.data, self.imgsz, config, train=train, resume=resume)
 
     # ---- relations ---------------------------------------------------------------------------------------------

@@ -2,16 +2,20 @@
 
 Stage flags are derived from the stage settings classes, so they have the defaults and checks of the Python API
 and the config file. Trailing ``key=value`` words go to Ultralytics (``lr0=0.005 workers=2``) and are checked
-before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line and exit status 2.
+before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line and exit status 2. SIGTERM stops a
+command as Ctrl-C does (exit 143), so its temporary folders are removed on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +29,28 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("yolo_compress")
 DATA_KINDS = ("shapes", "clutter", "diagram", "classify")
 TRAINING_COMMANDS = ("train", "sparse", "distill")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so ``with`` blocks and ``finally`` clean up as after Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated` (its default ends the process where it stands, leaving
+    temporary folders behind); the previous handler is restored after it. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +151,8 @@ def _add_deploy(sub: Any) -> None:
     p.add_argument("--data")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png (default weights)")
+    p.add_argument("--threads", type=int, help="threads of every runtime while timing (default: torch's, all cores "
+                   "unless OMP_NUM_THREADS is set)")
     p = sub.add_parser("export", help="export a checkpoint next to it")
     _model_args(p)
     p.add_argument("--format", default="onnx", choices=FORMATS)
@@ -198,6 +226,28 @@ def _data(a: argparse.Namespace) -> None:
     print(GENERATORS[a.kind](root, seed=a.seed, **sizes))
 
 
+def _compare(a: argparse.Namespace) -> None:
+    from yolo_compress.report import format_table
+    from yolo_compress.report.compare import compare_files
+
+    if a.threads is not None and a.threads < 1:
+        raise CompressError(f"--threads {a.threads} must be at least 1 (e.g. 1 or the number of cores)")
+    rows = compare_files(a.weights, a.data, a.imgsz, a.out, threads=a.threads)
+    print(format_table([r.flat() for r in rows]))
+    print(f"written: {Path(a.out) / 'compare.md'}, .csv, .png (latency timed with {rows[0].threads} thread(s) in every "
+          "runtime)")
+
+
+def _check_destination(a: argparse.Namespace) -> None:
+    """Where ``export`` / ``quantize`` / ``predict`` write must be writable, found before the model loads."""
+    from yolo_compress.preflight import check_beside_weights, check_save_dir
+
+    if a.command in ("export", "quantize"):
+        check_beside_weights(a.weights, a.command)
+    elif a.command == "predict":
+        check_save_dir(a.save_dir)
+
+
 def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> None:
     """Dispatch one parsed command (``run`` over ``stages``, default the pipeline's)."""
     from yolo_compress.api import PruneModel
@@ -207,13 +257,8 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
     if a.command == "run":
         return _run_pipeline(a, stages)
     if a.command == "compare":
-        from yolo_compress.report import format_table
-
-        pm = PruneModel(a.weights[0], data=a.data, imgsz=a.imgsz)
-        rows = pm.compare(a.weights, out_dir=a.out)
-        print(format_table([r.flat() for r in rows]))
-        print(f"written: {Path(a.out) / 'compare.md'}, .csv, .png")
-        return None
+        return _compare(a)
+    _check_destination(a)
     pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
     if a.command == "train":
         print(pm.train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a)))
@@ -269,7 +314,8 @@ def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = N
     try:
         args = build_parser(stages).parse_args(argv)
         command = args.command
-        run(args, stages)
+        with sigterm_raises():
+            run(args, stages)
     except CompressError as e:
         print(f"yolo-compress: error: {e}", file=sys.stderr)
         return 2
@@ -279,10 +325,11 @@ def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = N
         print(f"yolo-compress: error: the disk is full writing {e.filename or 'the outputs'}; free space (nothing "
               "partial was kept: writes are atomic) and rerun", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         again = "rerun it with --resume" if command in TRAINING_COMMANDS else "rerun the same command"
-        print(f"yolo-compress: interrupted; {again} to continue", file=sys.stderr)
-        return 130
+        print(f"yolo-compress: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; {again} to continue",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     return 0
 
 

@@ -95,6 +95,26 @@ def check_source(source: str | Path) -> None:
                             "image file or a folder of images")
 
 
+def check_writable(folder: str | Path, fix: str) -> Path:
+    """``folder`` can be made and written (``training.writable_dir``), else one line that ends in ``fix``: a
+    read-only destination otherwise fails in an ``OSError`` traceback once the work is done."""
+    from yolo_compress.training import writable_dir
+
+    try:
+        return writable_dir(folder)
+    except CompressError as e:
+        raise CompressError(f"{str(e).removesuffix('; choose another')}; {fix}") from None
+
+
+def check_beside_weights(weights: str | Path, command: str) -> None:
+    """``export`` and ``quantize`` write next to the weights (Ultralytics' exporter has no other place)."""
+    weights = Path(weights).expanduser()
+    check_writable(weights.absolute().parent, f"{command} writes next to the weights: copy {weights.name} to a "
+                   f"writable folder and {command} that copy")
+
+
 def check_save_dir(save_dir: str | Path, flag: str = "--save-dir") -> None:
+    """A folder for the drawings that can be written (in a read-only current folder, the default is not)."""
     if Path(save_dir).exists() and not Path(save_dir).is_dir():
         raise CompressError(f"{flag} {save_dir} is a file; pass a folder for the drawings")
+    check_writable(Path(save_dir).expanduser().absolute(), f"pass {flag} in a writable folder")
