@@ -190,3 +190,17 @@ class _Payload:
 
     def __reduce__(self):
         return open, (str(self.marker), "w")
+
+
+def test_label_files_mixing_polygon_and_box_rows_are_summed_up(tiny_yaml, tmp_path, caplog):
+    import logging
+
+    _layout(tiny_yaml, tmp_path, {"train": "train", "val": "val"})
+    labels = sorted((tmp_path / "train" / "labels").glob("*.txt"))
+    for label in labels[:12]:
+        label.write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n")
+    path = _write_yaml(tmp_path / "data.yaml", train="train/images", val="val/images")
+    with caplog.at_level(logging.WARNING, logger="yolo_compress.dataset"):
+        resolve_data(path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "yolo_compress.dataset"]
+    assert len(lines) == 1 and "12 of 16 images skipped" in lines[0] and "mix segment and detection" in lines[0]
