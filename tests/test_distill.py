@@ -163,10 +163,26 @@ def test_teacher_runs_only_to_deepest_hooked_layer(student, teacher):
     assert calls == [8, 9, 21]  # KD needs the head (run through Detect.forward_head, which hooks do not see)
 
 
-@pytest.mark.parametrize("layers", [(10,), (22,), (99,)])
-def test_distiller_rejects_layers_without_cv2(student, teacher, layers):
-    with pytest.raises(CompressError, match="no 'cv2'"):
+@pytest.mark.parametrize("layers", [(22,), (99,)])
+def test_distiller_rejects_layers_that_are_not_before_the_head(student, teacher, layers):
+    with pytest.raises(CompressError, match=r"not layers before the head .* 0 to 21 \(the head reads \[15, 18, 21\]"):
         Distiller(student, teacher, settings(loss="cwd", distill_layers=layers))
+
+
+def test_the_default_layers_are_the_heads_inputs_and_hook_each_layers_output(student, teacher):
+    """On YOLOv8 the layer's output is its C2f's cv2 output, so the default is the old 15, 18, 21 exactly."""
+    distiller = Distiller(student, teacher, DistillSettings(loss="cwd"))
+    assert distiller.layers == (15, 18, 21) and distiller.keys == ["model_15", "model_18", "model_21"]
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    cv2_out = {}
+    hooks = [student.model[i].cv2.register_forward_hook(lambda m, a, o, i=i: cv2_out.setdefault(i, o))
+             for i in (15, 18, 21)]
+    with distiller:
+        student(img)
+        feats = distiller.student_recorder.pop()
+    for h in hooks:
+        h.remove()
+    assert all(torch.equal(f, cv2_out[i]) for f, i in zip(feats.values(), (15, 18, 21)))
 
 
 def test_distiller_pairs_chunk_free_c2f(student, teacher):
@@ -186,9 +202,9 @@ def test_trainer_rejects_bad_input(data_yaml, teacher_pt, tmp_path):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="at"))
     with pytest.raises(CompressError, match="not found"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
-    with pytest.raises(CompressError, match="no 'cv2'"):
+    with pytest.raises(CompressError, match="not layers before the head"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd",
-                                                        distill_layers=[6, 10]))
+                                                        distill_layers=[6, 22]))
     with pytest.raises(CompressError, match="distill_schedule='step' is not supported"):
         DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
     other = save_checkpoint(detection_model("yolov8n.yaml", 2), tmp_path / "nc2.pt")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from yolo_compress.errors import CompressError
+from yolo_compress.families import family_of
 
 TASKS = ("detect", "classify")
 
@@ -61,13 +62,18 @@ def check_task(model: nn.Module, what: str = "model") -> str:
     """Return the task of ``model`` when yolo-compress handles it.
 
     Raises:
-        CompressError: a segmentation, pose, OBB, ... model, or a module that is no Ultralytics model.
+        CompressError: a segmentation, pose, OBB, ... model, a model of a family ``yolo_compress.families`` does not
+            describe (RT-DETR, YOLOv9, YOLO12), or a module that is no Ultralytics model.
     """
     from ultralytics.nn.tasks import BaseModel
 
     if not isinstance(model, BaseModel):
         raise CompressError(f"{what} is a {type(model).__name__}, not an Ultralytics model; pass a YOLO .pt "
                             "checkpoint or YOLO(...).model")
+    try:
+        family_of(model)
+    except CompressError as e:
+        raise CompressError(f"{what}: {e}") from None
     task = task_of(model)
     if task not in TASKS:
         raise CompressError(f"{what} is a {task} model ({type(model).__name__}); yolo-compress handles "

@@ -1,4 +1,4 @@
-"""Compose record -> adapt -> loss for a YOLOv8 student/teacher pair; returns ``{loss_name: tensor}``.
+"""Compose record -> adapt -> loss for a YOLO student/teacher pair; returns ``{loss_name: tensor}``.
 
 Knows the Ultralytics ``DetectionModel`` layout (``model.model[i]``, ``.f``, ``.i``, ``.save``, ``Detect.forward_head``)
 but nothing about trainers.
@@ -16,31 +16,26 @@ from yolo_compress.distill.methods import FEATURE_METHODS
 from yolo_compress.distill.recorder import FeatureRecorder
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
+from yolo_compress.families import head_inputs
 from yolo_compress.models import freeze_
 
-HOOK_ATTR = "cv2"  # C2f and its chunk-free twin both end in ``cv2``; matched by name, not by class
 
+def hooked_layer_names(model: nn.Module, indices: Sequence[int] | None = None) -> list[str]:
+    """Map layer indices of a YOLO model to the module names whose outputs are distilled (``"model.16"``).
 
-def hooked_layer_names(model: nn.Module, indices: Sequence[int], attr: str = HOOK_ATTR) -> list[str]:
-    """Map layer indices of a ``DetectionModel`` to module names such as ``"model.6.cv2"``.
+    The layer's own output is hooked, whatever block it is (in YOLOv8's C2f it is its ``cv2``'s output). ``None``:
+    the layers that feed the head (``yolo_compress.families.head_inputs``).
 
     Raises:
-        CompressError: an index is out of range or its block has no ``attr`` submodule; the message lists the
-            indices that have one.
+        CompressError: an index outside the model, or the head itself; the message gives the valid range.
     """
     layers = model.model
-    containers = (nn.ModuleList, nn.ModuleDict)  # e.g. Detect.cv2: never called itself, so hooks would not fire
-    valid = [
-        i for i, m in enumerate(layers)
-        if isinstance(getattr(m, attr, None), nn.Module) and not isinstance(getattr(m, attr), containers)
-    ]
-    bad = [i for i in indices if i not in valid]
+    chosen = head_inputs(model) if indices is None else tuple(indices)
+    bad = [i for i in chosen if not 0 <= i < len(layers) - 1]
     if bad:
-        raise CompressError(
-            f"distill_layers {bad} have no '{attr}' submodule in this {len(layers)}-layer model; "
-            f"use indices from {valid}"
-        )
-    return [f"model.{i}.{attr}" for i in indices]
+        raise CompressError(f"distill_layers {bad} are not layers before the head of this {len(layers)}-layer model; "
+                            f"use indices from 0 to {len(layers) - 2} (the head reads {list(head_inputs(model))})")
+    return [f"model.{i}" for i in chosen]
 
 
 def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor | list | dict:
@@ -55,7 +50,7 @@ def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor |
         if m.f != -1:
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         if m.i == last and hasattr(m, "forward_head"):
-            return m.forward_head(x, **m.one2many)
+            return _head_branches_of(m, x)
         x = m(x)
         if m.i == last:
             return x
@@ -63,11 +58,19 @@ def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor |
     return x
 
 
-def head_outputs(preds: dict | tuple | list) -> dict[str, torch.Tensor]:
-    """The raw ``{"boxes", "scores"}`` dict of a Detect head from its train- or eval-mode output."""
+def _head_branches_of(head: nn.Module, x: list[torch.Tensor]) -> dict:
+    """The head's raw dict, or ``{"one2many": ..., "one2one": ...}`` for an end-to-end head (as in training)."""
+    if getattr(head, "one2one_cv2", None) is None:
+        return head.forward_head(x, **head.one2many)
+    return {"one2many": head.forward_head(x, **head.one2many), "one2one": head.forward_head(x, **head.one2one)}
+
+
+def head_branches(preds: dict | tuple | list) -> dict[str, dict[str, torch.Tensor]]:
+    """Each branch's raw ``{"boxes", "scores"}`` dict from a Detect head's train- or eval-mode output: ``one2many``,
+    and ``one2one`` for end-to-end heads (YOLOv10, YOLO26), whose NMS-free predictions come from it."""
     if isinstance(preds, (tuple, list)):
         preds = preds[1]
-    return preds.get("one2many", preds)
+    return {k: preds[k] for k in ("one2many", "one2one") if k in preds} or {"one2many": preds}
 
 
 class Distiller(nn.Module):
@@ -84,14 +87,15 @@ class Distiller(nn.Module):
     Args:
         student (nn.Module): ``DetectionModel`` being trained.
         teacher (nn.Module): ``DetectionModel`` with the same classes and strides.
-        settings (DistillSettings): losses, layers (``cv2`` outputs paired by name), temperatures.
+        settings (DistillSettings): losses, layers (outputs paired by index; default: the head's inputs),
+            temperatures.
         probe_imgsz (int): input size of the dummy pass that reads feature widths.
 
     Raises:
-        CompressError: a layer without ``cv2``, different classes/strides, or maps of different size.
+        CompressError: a layer that is not before the head, different classes/strides, or maps of different size.
 
     Examples:
-        >>> distiller = Distiller(student, teacher, DistillSettings(loss="cwd", distill_layers=(15, 18, 21)))
+        >>> distiller = Distiller(student, teacher, DistillSettings(loss="cwd"))  # the head's inputs
         >>> with distiller:
         ...     preds = student(img)
         ...     losses = distiller(img, preds)  # {"cwd_loss": tensor(...)}
@@ -103,11 +107,9 @@ class Distiller(nn.Module):
         settings = (settings or DistillSettings()).for_task("detect")
         self.feature_kind, self.use_kd = settings.feature, settings.use_kd
         object.__setattr__(self, "teacher", freeze_(teacher))  # held, not registered
-        self.layers = tuple(settings.distill_layers) if self.feature_kind else ()
-        if self.feature_kind and not self.layers:
-            raise CompressError(f"loss={settings.loss!r} needs distill_layers, e.g. 15,18,21")
-        names_s = hooked_layer_names(student, self.layers)
-        names_t = hooked_layer_names(teacher, self.layers)
+        names_s = hooked_layer_names(student, settings.distill_layers) if self.feature_kind else []
+        names_t = hooked_layer_names(teacher, settings.distill_layers) if self.feature_kind else []
+        self.layers = tuple(int(name.rsplit(".", 1)[1]) for name in names_s)
         self.student_recorder = FeatureRecorder(student, names_s)
         self.teacher_recorder = FeatureRecorder(teacher, names_t)
         self.keys = [name.replace(".", "_") for name in names_s]
@@ -159,11 +161,11 @@ class Distiller(nn.Module):
         return self.to(device)
 
     @torch.no_grad()
-    def run_teacher(self, img: torch.Tensor) -> dict[str, torch.Tensor] | None:
-        """Run the frozen teacher on ``img`` up to the deepest layer needed; return its head dict when KD is on."""
+    def run_teacher(self, img: torch.Tensor) -> dict[str, dict[str, torch.Tensor]] | None:
+        """Run the frozen teacher on ``img`` up to the deepest layer needed; its head branches when KD is on."""
         self.teacher.eval()
         out = run_to_layer(self.teacher, img, self.last)
-        return head_outputs(out) if self.use_kd else None
+        return head_branches(out) if self.use_kd else None
 
     def forward(self, img: torch.Tensor, preds_s: dict | tuple | None = None) -> dict[str, torch.Tensor]:
         """Return the distillation losses for the student pass that just ran on ``img``.
@@ -188,9 +190,10 @@ class Distiller(nn.Module):
             if self.use_kd:
                 if preds_s is None:
                     raise ValueError("KD needs the student's head output: pass preds_s")
-                head_s = head_outputs(preds_s)
-                losses["kd_loss"] = self.head_kd(
-                    head_s["scores"].float(), head_t["scores"].float(), head_s["boxes"].float(), head_t["boxes"].float()
+                heads_s = head_branches(preds_s)
+                losses["kd_loss"] = sum(
+                    self.head_kd(s["scores"].float(), t["scores"].float(), s["boxes"].float(), t["boxes"].float())
+                    for s, t in ((heads_s[k], head_t[k]) for k in heads_s)
                 )
         return losses
 

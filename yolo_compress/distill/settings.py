@@ -36,9 +36,10 @@ class DistillSettings(Settings):
 
     loss: str | None = setting(None, f"distillation losses: a feature loss, logit KD, or both (default "
                                f"{DEFAULT_LOSS}; classifiers take kd)", choices=LOSSES)
-    distill_layers: tuple[int, ...] = setting((15, 18, 21), "layer indices whose cv2 output is distilled (YOLOv8: "
-                                              "the Detect inputs)", check=_layers, must="layer indices >= 0",
-                                              metavar="15,18,21")
+    distill_layers: tuple[int, ...] | None = setting(None, "layer indices whose outputs are distilled (default: the "
+                                                     "layers the head reads, from its own f: 15,18,21 on YOLOv8, "
+                                                     "16,19,22 on YOLO11/YOLO26)", check=_layers,
+                                                     must="layer indices >= 0", metavar="16,19,22")
     distill_weight: float = setting(1.0, "weight of the feature loss", check=non_negative, must=">= 0")
     cwd_tau: float = setting(1.0, "CWD softmax temperature", check=positive, must="> 0")
     mgd_alpha: float = setting(2e-5, "MGD loss weight alpha", check=non_negative, must=">= 0")

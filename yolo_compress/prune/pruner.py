@@ -1,12 +1,14 @@
-"""DepGraph channel pruning of Ultralytics YOLOv8 detectors and classifiers with Torch-Pruning.
+"""DepGraph channel pruning of Ultralytics YOLO detectors and classifiers with Torch-Pruning.
 
 Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023, arXiv:2301.12900. The dependency graph
 groups every layer whose channels are coupled (a conv, its BatchNorm, the convs reading it, residual adds and
 concats), so a channel is removed from all of them at once and the network stays consistent.
 
-YOLOv8 specifics handled here: ``C2f`` blocks are swapped for :class:`~yolo_compress.prune.c2f.C2fChunkFree`
+Every family ``yolo_compress.families`` describes (YOLOv5u, YOLOv8, YOLOv10, YOLO11, YOLO26): ``C2f`` blocks (and
+their subclasses ``C3k2``, ``C2fCIB``) are swapped for :class:`~yolo_compress.prune.c2f.C2fChunkFree`
 first (Torch-Pruning 1.6 mis-indexes ``chunk -> cat``), the output head (``Detect``, ``Classify``) is ignored
-(its outputs are fixed by ``reg_max`` and ``nc``; its input convs still shrink with the layers before it), and
+(its outputs are fixed by ``reg_max`` and ``nc``; its input convs still shrink with the layers before it), the
+family's attention blocks are kept whole (cut only at their borders), and
 parameters are made trainable before tracing (loaded checkpoints come with ``requires_grad=False``, which would
 leave the graph empty).
 """
@@ -25,6 +27,7 @@ import torch_pruning as tp
 from torch import nn
 
 from yolo_compress.errors import CompressError
+from yolo_compress.families import keep_whole_modules
 from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count
 from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
@@ -215,7 +218,7 @@ def _prune_head_(model: nn.Module, inputs: torch.Tensor, settings: PruneSettings
         pruner = tp.pruner.BasePruner(
             model, inputs, importance=importance(settings.importance), global_pruning=False, pruning_ratio=0.0,
             pruning_ratio_dict={m: settings.head_ratio for m in inner}, max_pruning_ratio=MAX_LAYER_RATIO,
-            ignored_layers=_head_outputs(model), round_to=settings.round_to,
+            ignored_layers=_head_outputs(model) + keep_whole_modules(model), round_to=settings.round_to,
             in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
         )
         pruner.step()
@@ -243,6 +246,7 @@ def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSetting
         ignored = _head_outputs(model)
     else:  # whole heads (their submodules follow)
         ignored = [m for m in model.modules() if isinstance(m, head_types())]
+    ignored += keep_whole_modules(model)  # attention: cut only at its borders (yolo_compress.families)
     top = schedule[-1]
     with torch.enable_grad():
         pruner = tp.pruner.BasePruner(

@@ -1,4 +1,4 @@
-"""Logit knowledge distillation (Hinton et al.) and its application to YOLOv8 ``Detect`` outputs."""
+"""Logit knowledge distillation (Hinton et al.) and its application to YOLO ``Detect`` outputs."""
 
 from __future__ import annotations
 
@@ -77,6 +77,8 @@ class DetectKD(nn.Module):
         L_box = tau^2 * sum_{n,a: q_na >= q_min} q_na * mean_j KL(softmax(tb_nja / tau) || softmax(sb_nja / tau))
                 / sum_{n,a: q_na >= q_min} q_na
         L = L_cls + L_box
+        (reg_max 1, YOLO26: L_box = sum q_na * mean_j smoothL1(sb_nja, tb_nja) / sum q_na over the same anchors: the
+        head regresses distances directly, there are no bins to soften)
 
     The class term covers every anchor (the teacher's "no object here" is knowledge too); the box term only the
     anchors where the teacher sees an object (``q >= q_min``), as background anchors' box bins are untrained
@@ -89,8 +91,8 @@ class DetectKD(nn.Module):
 
     Args:
         tau (float): temperature T for both terms.
-        reg_max (int): DFL bins per box side; 1 or ``box=False`` disables the box term.
-        box (bool): also distil the DFL box distributions.
+        reg_max (int): DFL bins per box side; 1: direct distances (smooth L1 term).
+        box (bool): also distil the boxes; ``False`` disables the box term.
         box_min_score (float): ``q_min``, the teacher score from which an anchor's box is distilled.
     """
 
@@ -100,7 +102,7 @@ class DetectKD(nn.Module):
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.tau, self.reg_max = float(tau), int(reg_max)
-        self.box = box and self.reg_max > 1
+        self.box = box
         self.box_min_score = float(box_min_score)
 
     def forward(self, scores_s: torch.Tensor, scores_t: torch.Tensor, boxes_s: torch.Tensor | None = None,
@@ -110,14 +112,19 @@ class DetectKD(nn.Module):
             raise ValueError(f"KD needs equal shapes, got {tuple(scores_s.shape)} and {tuple(scores_t.shape)}")
         quality = torch.sigmoid(scores_t.detach()).amax(1)  # (N, A)
         kl_cls = bernoulli_kl(scores_s / self.tau, scores_t / self.tau).sum()
-        loss = kl_cls / quality.sum().clamp(min=1.0)
+        loss = self.tau**2 * kl_cls / quality.sum().clamp(min=1.0)
         if self.box and boxes_s is not None and boxes_t is not None:
-            n, _, a = boxes_s.shape
-            kl_box = categorical_kl(boxes_s.view(n, 4, self.reg_max, a) / self.tau,
-                                    boxes_t.view(n, 4, self.reg_max, a) / self.tau, dim=2).mean(1)  # (N, A)
             weight = quality * (quality >= self.box_min_score)
-            loss = loss + (weight * kl_box).sum() / weight.sum().clamp(min=1e-6)
-        return self.tau**2 * loss
+            loss = loss + (weight * self._box_term(boxes_s, boxes_t)).sum() / weight.sum().clamp(min=1e-6)
+        return loss
+
+    def _box_term(self, boxes_s: torch.Tensor, boxes_t: torch.Tensor) -> torch.Tensor:
+        """Per-anchor (N, A) box distance: tau^2 * KL of the DFL bins, or smooth L1 of direct distances (reg_max 1)."""
+        if self.reg_max == 1:
+            return F.smooth_l1_loss(boxes_s, boxes_t.detach(), reduction="none").mean(1)
+        n, _, a = boxes_s.shape
+        return self.tau**2 * categorical_kl(boxes_s.view(n, 4, self.reg_max, a) / self.tau,
+                                            boxes_t.view(n, 4, self.reg_max, a) / self.tau, dim=2).mean(1)
 
 
 class SoftTargetLoss(nn.Module):

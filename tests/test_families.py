@@ -1,0 +1,143 @@
+"""YOLO11 and YOLO26 beside YOLOv8: one description of a family, every stage's mechanics at 64 px.
+
+One session fixture per family (a model built from its yaml for the tiny data set); the prunes run under a time
+guard (pytest-timeout), since a graph Torch-Pruning cannot handle hangs rather than fails.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from yolo_compress import CompressError, PruneModel
+from yolo_compress.checkpoint import load_model, save_checkpoint
+from yolo_compress.cli import main
+from yolo_compress.dataset import resolve_data
+from yolo_compress.distill import Distiller, DistillSettings
+from yolo_compress.families import family_of, head_inputs, keep_whole_modules
+from yolo_compress.models import build_from_yaml, gflops
+from yolo_compress.prune import PruneSettings, prune_model
+
+IMGSZ = 64
+DETECTORS = {"yolov8n": ("YOLOv8", (15, 18, 21)), "yolo11n": ("YOLO11", (16, 19, 22)),
+             "yolo26n": ("YOLO26", (16, 19, 22))}
+
+
+@pytest.fixture(scope="session")
+def family_pt(tiny_yaml, tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint per detector family for the tiny data set (random weights: mechanics, not accuracy)."""
+    data = resolve_data(tiny_yaml)
+    folder = tmp_path_factory.mktemp("families")
+    return {name: save_checkpoint(build_from_yaml(f"{name}.yaml", "detect", data.nc, data.names), folder / f"{name}.pt")
+            for name in DETECTORS}
+
+
+@pytest.fixture(scope="session")
+def pruned_pt(family_pt, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pruned")
+    out = {}
+    for name, path in family_pt.items():
+        pruned, _ = prune_model(load_model(path), IMGSZ, PruneSettings(speed_up=2.0))
+        out[name] = save_checkpoint(pruned, folder / f"{name}.pt")
+    return out
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_the_family_and_the_heads_inputs_are_read_from_the_model(name, family_pt):
+    model = load_model(family_pt[name])
+    family, inputs = DETECTORS[name]
+    assert family_of(model).name == family and head_inputs(model) == inputs
+    attention = [type(m).__name__ for m in keep_whole_modules(model)]
+    assert attention == {"YOLOv8": [], "YOLO11": ["Attention"], "YOLO26": ["Attention", "Attention"]}[family]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo26n", "yolov10n", "yolo11n-cls"])
+def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
+    task = "classify" if name.endswith("-cls") else "detect"
+    model = build_from_yaml(f"{name}.yaml", task, 4, {i: str(i) for i in range(4)})
+    pruned, result = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
+    assert 2.0 <= result.speed_up <= 2.04, result.speed_up
+    assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)
+    attention = [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(pruned)]
+    assert attention == [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(model)]
+    x = torch.rand(2, 3, IMGSZ, IMGSZ)
+    model.eval(), pruned.eval()
+    with torch.no_grad():
+        a, b = model(x), pruned(x)
+    a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+    assert a.shape == b.shape
+
+
+@pytest.mark.parametrize("name", ["yolo11n", "yolo26n"])
+@pytest.mark.parametrize("loss", ["cwd", "mgd", "kd"])
+def test_each_loss_is_finite_and_positive_between_pruned_student_and_teacher(name, loss, family_pt, pruned_pt):
+    student, teacher = load_model(pruned_pt[name]).train(), load_model(family_pt[name])
+    distiller = Distiller(student, teacher, DistillSettings(loss=loss))
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with distiller:
+        losses = distiller(img, student(img))
+    value = losses[f"{loss}_loss"]
+    assert torch.isfinite(value) and value > 0
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_kd_reaches_both_branches_of_an_end_to_end_head(family_pt, pruned_pt):
+    """YOLO26's NMS-free predictions come from its one-to-one branch: KD must teach it too (and its box term,
+    with reg_max 1, is a regression distance, not dropped)."""
+    student, teacher = load_model(pruned_pt["yolo26n"]).train(), load_model(family_pt["yolo26n"])
+    # every anchor's box is taught (an untrained teacher is sure of no object, so the default threshold skips all)
+    distiller = Distiller(student, teacher, DistillSettings(loss="kd", kd_box_min=0.0))
+    img = torch.rand(2, 3, IMGSZ, IMGSZ)
+    with distiller:
+        distiller(img, student(img))["kd_loss"].backward()
+    head = student.model[-1]
+    assert head.reg_max == 1
+    for branch in (head.cv2, head.cv3, head.one2one_cv2, head.one2one_cv3):
+        assert branch[0][-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["yolo11n", "yolo26n"])
+def test_one_epoch_of_distillation_trains_with_finite_losses(name, family_pt, pruned_pt, tiny_yaml, tmp_path):
+    pm = PruneModel(pruned_pt[name], data=tiny_yaml, imgsz=IMGSZ)
+    out = pm.distill(family_pt[name], loss="mgd+kd", save_dir=tmp_path / "d.pt", epochs=1, batch=8)
+    header, row = (tmp_path / "runs" / "d" / "results.csv").read_text().strip().splitlines()
+    losses = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(",")) if "loss" in k}
+    assert {"train/mgd_loss", "train/kd_loss"} <= set(losses) and all(math.isfinite(v) for v in losses.values())
+    assert family_of(load_model(out)).name == DETECTORS[name][0]
+
+
+@pytest.mark.parametrize("name", ["yolo11n", "yolo26n"])
+def test_pruned_model_exports_to_onnx_with_the_same_outputs(name, pruned_pt, tmp_path):
+    import onnxruntime as ort
+    from ultralytics import YOLO
+
+    src = tmp_path / f"{name}.pt"
+    src.write_bytes(pruned_pt[name].read_bytes())
+    onnx = Path(YOLO(str(src)).export(format="onnx", imgsz=IMGSZ))
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    model = YOLO(str(src)).model.float().eval()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+    want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-3 * max(1.0, np.abs(want).max())
+
+
+def test_a_model_of_an_unknown_family_is_one_error_line(tmp_path, capsys):
+    from ultralytics.nn.tasks import RTDETRDetectionModel
+
+    rtdetr = save_checkpoint(RTDETRDetectionModel("rtdetr-l.yaml", nc=4, verbose=False), tmp_path / "rtdetr.pt")
+    assert main(["prune", "--weights", str(rtdetr), "--imgsz", "64", "--save", str(tmp_path / "p.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "of a model family yolo-compress does not describe (it has RTDETRDecoder)" in err[0]
+    with pytest.raises(CompressError, match="compresses YOLO26, YOLO11, YOLOv10, YOLOv8, YOLOv5u models"):
+        load_model(rtdetr)
+    assert not (tmp_path / "p.pt").exists()
