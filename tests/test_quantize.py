@@ -85,6 +85,7 @@ def test_quantize_bad_input(shapes, tmp_path):
     empty = tmp_path / "empty"
     (empty / "images" / "train").mkdir(parents=True)
     (empty / "data.yaml").write_text(f"path: {empty}\ntrain: images/train\nval: images/train\nnames: [a]\n")
-    with pytest.raises(CompressError, match="no calibration images"):
-        calibration_images(Dataset(empty / "data.yaml", "detect", {0: "a"}, 64), 8)
+    with pytest.raises(CompressError, match="no images found for split 'train'"):
+        calibration_images(Dataset(empty / "data.yaml", "detect", {0: "a"}, 64, empty / "data.yaml",
+                                   {"train": (empty / "images" / "train",)}), 8)
     assert resolve_data(shapes).nc == 4

@@ -12,6 +12,10 @@ from yolo_compress.errors import CompressError
 from yolo_compress.families import family_of
 
 TASKS = ("detect", "classify")
+# the head's convolution branches (Detect's box/class convs and an end-to-end head's one-to-one twins, Classify's
+# 1x1 conv): INT8 quantizes them like the rest; every other op of the head (box decoding, DFL, concatenations,
+# sigmoid) stays in float where the float-head option asks for it
+HEAD_CONV_BRANCHES = ("cv2", "cv3", "one2one_cv2", "one2one_cv3", "conv")
 
 
 def head_types() -> tuple[type, ...]:
@@ -154,7 +158,11 @@ def gflops(model: nn.Module, imgsz: int | tuple[int, int]) -> float:
     """GFLOPs (2 x multiply-accumulates) of one forward at ``imgsz``: Ultralytics' counter, used everywhere here."""
     from ultralytics.utils.torch_utils import get_flops
 
-    return float(get_flops(model, list(imgsz) if isinstance(imgsz, tuple) else imgsz))
+    flops = float(get_flops(model, list(imgsz) if isinstance(imgsz, tuple) else imgsz))
+    if flops <= 0:  # Ultralytics' counter returns 0 when the forward pass fails
+        raise CompressError(f"{type(model).__name__} does not run a forward pass at image size {imgsz}, so its GFLOPs "
+                            "cannot be counted; check the model (a pruned layer out of step with its neighbours?)")
+    return flops
 
 
 def model_size(model: nn.Module, imgsz: int) -> dict[str, float]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
+from yolo_compress.models import HEAD_CONV_BRANCHES
 
 LOGGER = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[openvino]'"
@@ -81,7 +82,7 @@ def float_scope(ov_model: object, float_head: bool, float_layers: tuple[str, ...
     layers = [layer_of(n) for n in ops if layer_of(n).startswith("model.")]
     last = max((x.split(".")[1] for x in layers if x.split(".")[1].isdigit()), key=int, default=None)
     head = f"model.{last}"
-    branches = (f"{head}.cv2", f"{head}.cv3", f"{head}.conv")  # Detect's box/class convs, Classify's 1x1 conv
+    branches = tuple(f"{head}.{b}" for b in HEAD_CONV_BRANCHES)
     names = []
     for n in ops:
         layer = layer_of(n)

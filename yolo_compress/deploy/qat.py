@@ -28,9 +28,9 @@ from yolo_compress.dataset import Dataset
 from yolo_compress.deploy.settings import QuantizeSettings
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.errors import CompressError
+from yolo_compress.models import HEAD_CONV_BRANCHES
 
 LOGGER = logging.getLogger(__name__)
-BRANCHES = ("cv2", "cv3", "conv")  # Detect's box/class convs, Classify's 1x1 conv: quantized like the PTQ path
 QAT_ARGS = {"optimizer": "AdamW", "warmup_epochs": 0, "plots": False}  # a short run from converged weights
 
 
@@ -64,7 +64,7 @@ def float_ops(graph: Any, head: str | None, float_layers: tuple[str, ...] = ()) 
 
     names = {n.node_name for n in convs_of(float_layers)}
     if head is not None:
-        branch = convs_of(tuple(f"{head}.{b}" for b in BRANCHES))
+        branch = convs_of(tuple(f"{head}.{b}" for b in HEAD_CONV_BRANCHES))
         decode = reach(branch, graph.get_next_nodes) - branch - reach(branch, graph.get_previous_nodes)
         names |= {n.node_name for n in decode if not n.node_type.startswith("nncf_model_")}
     return sorted(names)

@@ -23,6 +23,7 @@ from yolo_compress.deploy.calibration import calibration_images, preprocess
 from yolo_compress.deploy.export import copy_metadata, int8_path
 from yolo_compress.deploy.settings import QUANTIZE_FORMATS, QuantizeSettings
 from yolo_compress.errors import CompressError
+from yolo_compress.models import HEAD_CONV_BRANCHES
 
 LOGGER = logging.getLogger(__name__)
 ONNX_MODES = ("static", "dynamic", "qat")
@@ -105,7 +106,8 @@ def float_nodes(onnx_path: Path, float_head: bool = True, float_layers: tuple[st
     prefixes = sorted({n.name.split("/")[1] for n in graph.node if n.name.startswith("/model.")},
                       key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else -1)
     head = f"/{prefixes[-1]}/"
-    branches = ("/cv2.", "/cv3.", "/conv/")  # Detect's box/class convs, Classify's 1x1 conv
+    # `/model.22/cv2.0/...`, a classifier's `/model.9/conv/...` (and, as before, the DFL's `/model.22/dfl/conv/...`)
+    branches = [f"/{b}." for b in HEAD_CONV_BRANCHES] + ["/conv/"]
     return [n.name for n in graph.node if (float_head and n.name.startswith(head) and not any(
         b in n.name for b in branches)) or in_layers(n.name, float_layers)]
 
