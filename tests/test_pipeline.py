@@ -21,7 +21,7 @@ def test_pipeline_crash_resume_force_and_manifest(tiny_yaml, tmp_path, monkeypat
 
     out = tmp_path / "out"
     cfg = load_config(data=str(tiny_yaml), out=str(out), loss="cwd", imgsz=64, batch=8, factor=0.5, sparse=True,
-                      baseline_epochs=1, sparse_epochs=1, finetune_epochs=1, distill_epochs=2)
+                      reference=True, baseline_epochs=1, sparse_epochs=1, finetune_epochs=1, distill_epochs=2)
     original = DistillationTrainer.save_model
 
     def save_then_crash(self):  # killed right after distillation's first epoch was saved
@@ -204,7 +204,7 @@ def test_precedence_defaults_yaml_flags_and_set(tiny_yaml, tmp_path):
     data = resolve_data(tiny_yaml)
     weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), tmp_path / "b.pt")
     config = tmp_path / "cfg.yaml"
-    config.write_text("zero_at: 0.3\nepochs: 3\nfactor: 0.2\nbatch: 8\nimgsz: 64\n")
+    config.write_text("zero_at: 0.3\nepochs: 3\nfactor: 0.2\nbatch: 8\nimgsz: 64\nreference: true\n")
     out = tmp_path / "out"
     assert main(["run", "--config", str(config), "--weights", str(weights), "--data", str(tiny_yaml), "--out",
                  str(out), "--sparse", "--zero-at", "0.7", "--set", "factor=0.4", "--no-compare"]) == 0

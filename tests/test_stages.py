@@ -99,7 +99,8 @@ def test_recovery_lr_goes_to_detector_stages_after_the_baseline_unless_an_optimi
         return {s.name: s.train_settings().get("recovery_lr") for s in stages if hasattr(s, "train_settings")
                 and s.enabled()}
 
-    assert lrs(sparse=True) == {"baseline": None, "sparse": 0.005, "finetune": 0.005, "distill": 0.005}
+    assert lrs(sparse=True, reference=True) == {"baseline": None, "sparse": 0.005, "finetune": 0.005,
+                                                "distill": 0.005}
     assert set(lrs(recovery_lr=0.01).values()) == {None, 0.01}
     assert set(lrs(recovery_lr=0).values()) == {None}
     assert set(lrs(train_args={"optimizer": "SGD", "lr0": 0.01}).values()) == {None}  # the user's choice stands
@@ -111,7 +112,9 @@ def test_budget_goes_to_the_stages_that_make_the_final_weights():
     segments, used = _plan(sparse=True)
     assert used == {"sparse": 10, "distill": 10}
     assert segments["sparse"] == Segment(0, 10, 20) and segments["distill"] == Segment(10, 10, 20)
-    assert segments["finetune"] == segments["distill"]  # the reference runs where distillation runs
+    assert "finetune" not in segments  # no reference unless asked for: nothing trained that is not kept
+    reference = _plan(sparse=True, reference=True)
+    assert reference[1] == used and reference[0]["finetune"] == segments["distill"]  # beside distillation
     assert segments["baseline"] == Segment(0, 25, 25)  # outside the budget
     assert _plan(sparse=True, distill=False)[1] == {"sparse": 10, "finetune": 10}  # a stage off hands its epochs on
     assert _plan(sparse=True, distill_from="finetune")[1] == {"sparse": 7, "finetune": 7, "distill": 6}

@@ -18,7 +18,9 @@ from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.models import check_task
-from yolo_compress.run_folder import TEMP_SUFFIX
+
+TEMP_SUFFIX = ".yolo-compress-tmp"  # atomic writes' temp files: `.<name>.<random>.yolo-compress-tmp`
+INIT_SUFFIX = ".yolo-compress-init.pt"  # a training stage's starting checkpoint: `.<stem>.yolo-compress-init.pt`
 
 
 def _umask() -> int:

@@ -15,11 +15,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from yolo_compress.checkpoint import INIT_SUFFIX, TEMP_SUFFIX, atomic_write_bytes
 from yolo_compress.errors import CompressError
 
 RECORD_NAME = ".yolo-compress-files.json"
-TEMP_SUFFIX = ".yolo-compress-tmp"  # atomic writes' temp files: `.<name>.<random>.yolo-compress-tmp`
-INIT_SUFFIX = ".yolo-compress-init.pt"  # a training stage's starting checkpoint: `.<stem>.yolo-compress-init.pt`
 LOCK_NAME = ".yolo-compress.lock"  # a pipeline's output folder
 LOCK_SUFFIX = ".yolo-compress-run.lock"  # a run folder's: `runs/.<stem>.yolo-compress-run.lock`
 
@@ -38,8 +37,6 @@ def record_files(run_dir: str | Path, known: set[str] | None = None) -> set[str]
 
     ``known`` is the caller's copy of the record: when nothing new appeared, nothing is written.
     """
-    from yolo_compress.checkpoint import atomic_write_bytes
-
     run_dir = Path(run_dir)
     names = _listing(run_dir) if run_dir.is_dir() else set()
     if known is not None and names <= known:

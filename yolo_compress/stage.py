@@ -54,6 +54,9 @@ class RunSettings(Settings):
                                 "or the fine-tuned weights", check=lambda v: v in FROM, must="prune or finetune")
     teacher: str | None = setting(None, "distillation teacher .pt (none: the unpruned baseline), e.g. a larger model "
                                   "trained on the same data")
+    reference: bool = setting(False, "also fine-tune the pruned model beside distillation, on the same epochs, as the "
+                              "reference it must beat (its own row in the table); off: fine-tuning runs only when "
+                              "it makes the final weights (--no-distill, distill_from finetune)")
     latency_rounds: int = setting(30, "interleaved latency rounds per model in the report", check=non_negative,
                                   must=">= 0")
     recovery_lr: float = setting(0.005, "detectors: AdamW lr0 of every training after the baseline where "

@@ -56,11 +56,19 @@ class BaselineStage(TrainingStage):
 
 
 class FinetuneStage(TrainingStage):
-    """Fine-tune the pruned model without a teacher: the reference every distillation recipe must beat."""
+    """Fine-tune the pruned model without a teacher: the final weights without distillation, or (``reference``) the
+    reference a distillation recipe must beat, trained beside it on the same epochs."""
 
     name = "finetune"
     switch = True
     follows = ("prune",)
+
+    def enabled(self) -> bool:
+        """On (its switch) where it leads to the final weights; beside distillation only as the asked-for reference
+        (``reference``): the default run trains nothing whose weights it does not keep."""
+        run = self.config.run
+        leads = not self.config.is_on("distill") or run.distill_from == "finetune"
+        return super().enabled() and (leads or run.reference)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": self.start(done)}
