@@ -161,7 +161,7 @@ def test_classifier_pipeline(cls_root, tmp_path):
     from yolo_compress.pipeline import CompressionPipeline
 
     cfg = load_config(model="yolov8n-cls.yaml", data=str(cls_root), out=str(tmp_path / "o"), epochs=1, batch=8,
-                      sparse=True)
+                      sparse=True, reference=True)
     result = CompressionPipeline(cfg).run()
     assert result.ran == ["baseline", "sparse", "prune", "finetune", "distill", "compare"]
     names = [r["name"] for r in result.rows]

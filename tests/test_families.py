@@ -141,3 +141,19 @@ def test_a_model_of_an_unknown_family_is_one_error_line(tmp_path, capsys):
     with pytest.raises(CompressError, match="compresses YOLO26, YOLO11, YOLOv10, YOLOv8, YOLOv5u models"):
         load_model(rtdetr)
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_a_yolo11_classifier_goes_through_the_pipeline(tmp_path):
+    """yolo11n-cls (yolo26n-cls builds the same network): baseline, prune with its attention kept whole, Hinton KD
+    from the unpruned model, the table."""
+    from yolo_compress.config import load_config
+    from yolo_compress.data.classify import make_classify_dataset
+    from yolo_compress.pipeline import CompressionPipeline
+
+    root = make_classify_dataset(tmp_path / "cls", n_train=12, n_val=6, imgsz=32, seed=0)
+    cfg = load_config(model="yolo11n-cls.yaml", data=str(root), out=str(tmp_path / "o"), imgsz=32, epochs=1, batch=8)
+    result = CompressionPipeline(cfg).run()
+    assert result.ran == ["baseline", "prune", "distill", "compare"]
+    rows = {r["name"]: r for r in result.rows}
+    assert rows["distill"]["gflops"] < 0.55 * rows["baseline"]["gflops"] and "top1" in rows["distill"]
+    assert family_of(load_model(result.weights["distill"])).name == "YOLO11"
