@@ -126,7 +126,8 @@ def test_a_list_file_with_relative_lines_is_read_as_ultralytics_reads_it(tiny_ya
 
 
 def test_a_jpeg_with_trailing_bytes_is_never_rewritten(tiny_yaml, tmp_path):
-    """Ultralytics' label scan "restores" such JPEGs in place; the user's file and the fingerprint must not change."""
+    """Ultralytics' label scan "restores" such JPEGs in place; the user's file and the fingerprint must not change,
+    so a second identical run skips every stage."""
     import cv2
 
     _layout(tiny_yaml, tmp_path, {"train": "train", "val": "val"})
@@ -144,6 +145,16 @@ def test_a_jpeg_with_trailing_bytes_is_never_rewritten(tiny_yaml, tmp_path):
         save_dir=tmp_path / "t.pt", epochs=1, batch=8)
     assert {p: p.read_bytes() for p in (tmp_path / "train" / "images").iterdir()} == before
     assert data_fingerprint(resolve_data(path)) == first
+    from yolo_compress.config import load_config
+    from yolo_compress.finetune.stage import BaselineStage
+    from yolo_compress.pipeline import CompressionPipeline
+    from yolo_compress.prune.stage import PruneStage
+
+    cfg = load_config(weights=str(tmp_path / "base.pt"), data=str(path), out=str(tmp_path / "o"), imgsz=64)
+    assert CompressionPipeline(cfg, (BaselineStage, PruneStage)).run().ran == ["baseline", "prune"]
+    again = CompressionPipeline(cfg, (BaselineStage, PruneStage)).run()  # the same command, the same files
+    assert again.ran == [] and again.skipped == ["baseline", "prune"]
+    assert {p: p.read_bytes() for p in (tmp_path / "train" / "images").iterdir()} == before
 
 
 QUOTED_PROBE = textwrap.dedent(
