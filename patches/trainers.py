@@ -163,6 +163,18 @@ class KeepModule:
             for k, v in saved.items():
                 setattr(self.args, k, v)
 
+    def save_metrics(self, metrics: dict[str, Any]) -> None:
+        """``BaseTrainer.save_metrics``, with ``results.csv`` on the run's record before it is written (a kill
+        mid-epoch-end must not leave a file the next fresh start would take for the user's)."""
+        _record_run_files(self, "results.csv")
+        super().save_metrics(metrics)
+
+    def save_model(self):
+        """``BaseTrainer.save_model``, with the checkpoints it writes on the run's record first (see
+        :meth:`save_metrics`)."""
+        _record_run_files(self, *(Path(p).relative_to(self.save_dir).as_posix() for p in (self.last, self.best)))
+        return super().save_model()
+
     def optimizer_step(self) -> None:
         """``BaseTrainer.optimizer_step`` (8.4.190) with the two override points around ``scaler.step``."""
         self.scaler.unscale_(self.optimizer)  # unscale gradients
@@ -211,11 +223,11 @@ def _count_batch(trainer: KeepModule) -> None:
     trainer._batches_done += 1
 
 
-def _record_run_files(trainer: KeepModule) -> None:
-    """Record the files Ultralytics has written in the run folder so far, so that only they are ever replaced
-    (``yolo_compress.run_folder``); cheap when nothing new appeared."""
+def _record_run_files(trainer: KeepModule, *about_to_write: str) -> None:
+    """Record the files Ultralytics has written in the run folder so far (and ``about_to_write``, relative to it),
+    so that only they are ever replaced (``yolo_compress.run_folder``); cheap when nothing new appeared."""
     if RANK in {-1, 0}:
-        trainer._run_files = record_files(trainer.save_dir, getattr(trainer, "_run_files", None))
+        trainer._run_files = record_files(trainer.save_dir, getattr(trainer, "_run_files", None), about_to_write)
 
 
 class ModuleKeepingTrainer(KeepModule, DetectionTrainer):

@@ -173,15 +173,15 @@ def test_pipeline_refuses_to_overwrite_its_input_before_any_work(tiny_yaml, tmp_
     out = tmp_path / "out"
     out.mkdir()
     data = resolve_data(tiny_yaml)
-    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), out / "finetune.pt")
+    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), out / "distill.pt")
     before = digest(weights)
     proc = subprocess.run([*CLI, "run", "--weights", str(weights), "--data", str(tiny_yaml), "--out", str(out),
                            "--epochs", "1", "--imgsz", "64"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and "--weights" in err[0] and "--out" in err[0] and "finetune" in err[0]
-    assert digest(weights) == before and sorted(p.name for p in out.iterdir()) == ["finetune.pt"]
+    assert len(err) == 1 and "--weights" in err[0] and "--out" in err[0] and "distill" in err[0]
+    assert digest(weights) == before and sorted(p.name for p in out.iterdir()) == ["distill.pt"]
 
 
 def test_failed_commands_leave_nothing_in_the_current_folder(tiny_yaml, tmp_path):

@@ -168,33 +168,35 @@ def test_a_busy_machine_is_named_in_a_warning(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
-def test_a_kill_during_compare_validation_leaves_no_temp_folder(signal_name, tiny_pt, tiny_yaml, monkeypatch,
-                                                                 capsys):
-    import os
-    import signal
-    import time
+def test_a_kill_during_compare_validation_leaves_no_temp_folder(signal_name, tiny_pt, tiny_yaml, tmp_path):
+    """In a process of its own: a real signal in the middle of validation, the command's one line and exit code,
+    the validation's temp folder removed, the previous SIGTERM handler restored."""
+    import subprocess
+    import sys
 
-    from ultralytics import YOLO
-
-    from yolo_compress.cli import main
-
-    folders: list[Path] = []
-
-    def val(self: YOLO, **kwargs: object) -> None:
-        folders.append(Path(str(kwargs["project"])))
-        assert folders[-1].is_dir()
-        os.kill(os.getpid(), getattr(signal, signal_name))
-        time.sleep(10)  # the signal's exception ends this
-        raise AssertionError("the signal did not stop the command")
-
-    monkeypatch.setattr(YOLO, "val", val)
-    handler = signal.getsignal(signal.SIGTERM)
-    code = main(["compare", str(tiny_pt), "--data", str(tiny_yaml), "--imgsz", "64", "--out", "rep"])
-    assert code == (143 if signal_name == "SIGTERM" else 130)
-    assert capsys.readouterr().err.strip() == (f"yolo-compress: {'terminated' if code == 143 else 'interrupted'}; "
-                                               "rerun the same command to continue")
-    assert len(folders) == 1 and not folders[0].exists(), "the validation's temp folder is removed"
-    assert signal.getsignal(signal.SIGTERM) is handler, "the handler is restored"
+    script = f"""
+import os, signal, sys, time
+from pathlib import Path
+from ultralytics import YOLO
+from yolo_compress.cli import main
+folders = []
+def val(self, **kwargs):
+    folders.append(Path(str(kwargs["project"])))
+    assert folders[-1].is_dir()
+    os.kill(os.getpid(), signal.{signal_name})
+    time.sleep(10)  # the signal's exception ends this
+    raise AssertionError("the signal did not stop the command")
+YOLO.val = val
+handler = signal.getsignal(signal.SIGTERM)
+code = main(["compare", {str(tiny_pt)!r}, "--data", {str(tiny_yaml)!r}, "--imgsz", "64", "--out", "rep"])
+print("CODE", code, "FOLDERS", len(folders), "LEFT", any(f.exists() for f in folders),
+      "RESTORED", signal.getsignal(signal.SIGTERM) is handler)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    code = 143 if signal_name == "SIGTERM" else 130
+    assert f"CODE {code} FOLDERS 1 LEFT False RESTORED True" in proc.stdout, (proc.stdout[-1000:], proc.stderr[-2000:])
+    assert proc.stderr.strip().splitlines()[-1] == (f"yolo-compress: {'terminated' if code == 143 else 'interrupted'}; "
+                                                     "rerun the same command to continue")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,14 @@ def _listing(run_dir: Path) -> set[str]:
     return {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file() and p.name != RECORD_NAME}
 
 
-def record_files(run_dir: str | Path, known: set[str] | None = None) -> set[str]:
-    """Add the files now in ``run_dir`` to its record (they were written by the run); returns the record.
+def record_files(run_dir: str | Path, known: set[str] | None = None, expected: tuple[str, ...] = ()) -> set[str]:
+    """Add the files now in ``run_dir`` (and ``expected``, names the run is about to write) to its record; returns
+    the record.
 
     ``known`` is the caller's copy of the record: when nothing new appeared, nothing is written.
     """
     run_dir = Path(run_dir)
-    names = _listing(run_dir) if run_dir.is_dir() else set()
+    names = (_listing(run_dir) if run_dir.is_dir() else set()) | set(expected)
     if known is not None and names <= known:
         return known
     record = recorded(run_dir) | names
