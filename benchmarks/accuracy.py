@@ -52,6 +52,10 @@ DATASETS = {
                 "baseline": WEIGHTS / "clutter-yolov8n.pt", "kind": "clutter",
                 "teacher": WEIGHTS / "clutter-yolov8s.pt"},  # a YOLOv8s trained like the baseline
 }
+# the other families on the same clutter images (``data``: the generated set they share), each from its own baseline
+for _family in ("yolo11n", "yolo26n"):
+    DATASETS[f"clutter-{_family}"] = {**DATASETS["clutter"], "data": "clutter",
+                                      "baseline": WEIGHTS / f"clutter-{_family}.pt", "teacher": None}
 # (A): torch-pruning as its YOLOv8 example uses it, then the stock trainer; A_stock and G vary it by one key
 _A = {"sparse": False, "distill": False, "importance": "group_norm", "head_ratio": 0, "schedule": "stage"}
 RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -134,7 +138,7 @@ def data_yaml(name: str, work: Path) -> Path:
     """The benchmark's copy of a data set (generated on first use): the baseline's train/val plus the test split."""
     from yolo_compress.data import GENERATORS
 
-    root = work / "data" / name
+    root = work / "data" / DATASETS[name].get("data", name)
     if not (root / "data.yaml").is_file():
         GENERATORS[DATASETS[name]["kind"]](root, **DATASETS[name]["make"])
     return root / "data.yaml"
@@ -250,7 +254,8 @@ def baseline_maps(names: list[str], work: str) -> dict[str, float]:
     return out
 
 
-BASELINE_EPOCHS = {"shapes": 120, "clutter": 120}  # how long each shipped baseline trained (weights/README.md)
+# how long each shipped baseline trained (weights/README.md)
+BASELINE_EPOCHS = {"shapes": 120, "clutter": 120, "clutter-yolo11n": 120, "clutter-yolo26n": 120}
 GAIN = {"2x": 0.015, "3x": 0.03}  # the issue's targets: the default over (A)
 MIN_SEEDS = 5  # a target counts as met over at least this many paired seeds
 
