@@ -26,8 +26,9 @@ SHAPES = ("circle", "rectangle", "triangle", "cross")
 DEFAULT_ROOT = Path("data") / "shapes"
 SPLITS = ("train", "val")
 
-# An image renderer draws into ``img`` and returns YOLO label rows ``(cls, xc, yc, w, h)``, normalised.
-Renderer = Callable[[np.ndarray, np.random.Generator], list[tuple[int, float, float, float, float]]]
+# An image renderer draws into ``img`` and returns its label rows ``(cls, *values)``, normalised: ``xc, yc, w, h``
+# for boxes; polygon points, keypoints or rotated-box corners for the other tasks (``data/tasks.py``).
+Renderer = Callable[[np.ndarray, np.random.Generator], list[tuple]]
 
 
 @contextlib.contextmanager
@@ -59,6 +60,7 @@ def write_yolo_dataset(
     imgsz: int,
     seed: int,
     extra_files: Callable[[Path, str, str, list], None] | None = None,
+    yaml_extra: dict | None = None,
 ) -> Path:
     """Render ``counts[split]`` images per split and write images, labels and ``<root>/data.yaml``.
 
@@ -73,6 +75,7 @@ def write_yolo_dataset(
         imgsz: square image side in pixels.
         seed: base seed; image ``i`` of split ``s`` uses ``(seed, s, i)``.
         extra_files: optional ``fn(tmp_root, split, stem, rows)`` writing more per-image files.
+        yaml_extra: more keys for ``data.yaml`` (a pose set's ``kpt_shape`` and ``flip_idx``).
 
     Returns:
         Path of the written ``data.yaml``.
@@ -88,12 +91,13 @@ def write_yolo_dataset(
                 rows = render(img, rng)
                 stem = f"{split}_{i:05d}"
                 cv2.imwrite(str(tmp / "images" / split / f"{stem}.png"), img)
-                lines = [f"{r[0]} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}" for r in rows]
+                lines = [" ".join((str(r[0]), *(f"{v:.6f}" for v in r[1:]))) for r in rows]
                 (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
                 if extra_files is not None:
                     extra_files(tmp, split, stem, rows)
     # ``imgsz`` is not an Ultralytics key: yolo-compress uses it as the default image size for this dataset.
-    spec = {"path": str(root), **{s: f"images/{s}" for s in counts}, "names": dict(enumerate(names)), "imgsz": imgsz}
+    spec = {"path": str(root), **{s: f"images/{s}" for s in counts}, "names": dict(enumerate(names)), "imgsz": imgsz,
+            **(yaml_extra or {})}
     yaml_path = root / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return yaml_path
@@ -203,11 +207,20 @@ def make_shapes_dataset(
     return write_yolo_dataset(root, SHAPES, render_shapes, counts, imgsz, seed)
 
 
-def ensure_shapes_dataset(root: str | Path = DEFAULT_ROOT, **kwargs) -> Path:
-    """Return ``root/data.yaml``, generating the dataset first when it is missing."""
+def ensure_dataset(root: str | Path, make: Callable[..., Path], **kwargs) -> Path:
+    """Return ``root/data.yaml``, generating the dataset with ``make(root, **kwargs)`` first when it is missing.
+
+    Raises:
+        CompressError: ``root`` exists but is not a complete generated dataset.
+    """
     yaml_path = Path(root) / "data.yaml"
     if yaml_path.is_file():
         return yaml_path.resolve()
     if Path(root).exists():
         raise CompressError(f"{root} exists but has no data.yaml; delete it to regenerate the built-in dataset")
-    return make_shapes_dataset(root, **kwargs)
+    return make(root, **kwargs)
+
+
+def ensure_shapes_dataset(root: str | Path = DEFAULT_ROOT, **kwargs) -> Path:
+    """Return ``root/data.yaml``, generating the shapes dataset first when it is missing."""
+    return ensure_dataset(root, make_shapes_dataset, **kwargs)

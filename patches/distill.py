@@ -1,21 +1,20 @@
-"""``DistillationTrainer``: CWD / MGD feature distillation and logit KD from a frozen teacher checkpoint.
+"""Distillation plug-ins: CWD / MGD feature distillation and logit KD for detectors, soft targets for classifiers.
 
 The maths (settings and schedule, recorder, connectors, losses, ``Distiller``) is in ``yolo_compress.distill``;
-this is the seam. Checked against Ultralytics 8.4.190. How it plugs in:
+this is the seam. Checked against Ultralytics 8.4.190. Both plug-ins are switched on by ``teacher`` (a checkpoint
+path) in the trainer's ``args`` and read :class:`~yolo_compress.distill.DistillSettings` from there, so ``resume``
+and the DDP launcher rebuild the same distillation from ``vars(args)``. How :class:`FeatureDistillation` plugs in:
 
-* ``setup_model`` builds the :class:`~yolo_compress.distill.Distiller` (teacher + connectors) after the student
-  exists; ``build_optimizer`` adds the connectors' parameters as extra groups, before the LR scheduler is built.
+* ``after_setup_model`` builds the :class:`~yolo_compress.distill.Distiller` (teacher + connectors) once the
+  student exists; ``add_param_groups`` adds the connectors' parameters as extra groups, before the LR scheduler.
 * The ``on_train_start`` callback (after the EMA was copied from the bare student) hooks the student and wraps its
   criterion in :class:`DistillCriterion`, which appends one loss item per distillation loss (``cwd_loss``,
   ``mgd_loss``, ``kd_loss``). The validator runs the EMA, whose criterion is the plain detection loss: the extra
   keys read 0 there, so train and val columns match.
 * ``teardown`` (run by ``BaseTrainer.train`` also on error) removes the hooks and restores the plain criterion.
 * ``before_optimizer_step`` averages the connectors' gradients over DDP ranks (they are outside the DDP-wrapped
-  student) and clips them; ``save_model`` strips any stray hook from the EMA (a NaN recovery rebuilds the EMA from
-  the live, hooked student), so ``best.pt``/``last.pt`` hold the student alone.
-
-Settings are plain values in ``self.args`` (``DistillSettings`` and ``teacher``), so ``resume`` and the DDP
-launcher rebuild the same distillation from ``vars(args)``.
+  student) and clips them; ``clean_for_save`` strips any stray hook from the EMA (a NaN recovery rebuilds the EMA
+  from the live, hooked student), so ``best.pt``/``last.pt`` hold the student alone.
 """
 
 from __future__ import annotations
@@ -26,13 +25,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from ultralytics.utils import DEFAULT_CFG
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_compress.distill import Distiller, DistillSettings, remove_output_hooks_
 from yolo_compress.distill.teacher import check_teacher_path, load_teacher
 from yolo_compress.errors import CompressError
-from yolo_compress.patches.trainers import ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
+from yolo_compress.patches.plugin import TrainerPlugin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,87 +68,84 @@ class DistillCriterion:
         return None
 
 
-class DistillationTrainer(ModuleKeepingTrainer):
-    """Train a (pruned) student with CWD/MGD feature distillation and/or logit KD from a teacher checkpoint.
+class _Teacher(TrainerPlugin):
+    """A frozen teacher checkpoint (``teacher``, checked and loaded once) and the distillation settings."""
 
-    Settings: ``teacher`` (path of the teacher ``.pt``: same classes, same strides for KD) and the fields of
-    :class:`~yolo_compress.distill.DistillSettings`, all passed as ``YOLO.train`` keywords.
+    trigger = "teacher"
+    settings_cls = DistillSettings
+
+    def __init__(self, trainer: Any) -> None:
+        super().__init__(trainer)
+        args = trainer.args
+        args.teacher = str(check_teacher_path(args.teacher))
+        self.teacher = load_teacher(args.teacher, args.task, trainer.data["nc"], self.settings, int(args.imgsz))
+
+
+class FeatureDistillation(_Teacher):
+    """Train a (pruned) detector with CWD/MGD feature distillation and/or logit KD from ``teacher`` (same classes,
+    same strides for KD).
 
     Examples:
         >>> from ultralytics import YOLO
-        >>> YOLO("pruned.pt").train(trainer=DistillationTrainer, data="shapes/data.yaml", teacher="teacher.pt",
+        >>> YOLO("pruned.pt").train(trainer=ModuleKeepingTrainer, data="shapes/data.yaml", teacher="teacher.pt",
         ...                         loss="cwd+kd", epochs=10)
     """
 
-    settings_cls = DistillSettings
-    extra_keys = ("teacher",)
+    tasks = frozenset({"detect", "segment", "pose", "obb"})  # KD on the detection outputs every such head has
 
-    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
-        super().__init__(cfg, overrides, _callbacks)
-        if self.args.distill_model:
+    def __init__(self, trainer: Any) -> None:
+        super().__init__(trainer)
+        if trainer.args.distill_model:
             raise CompressError("distill_model= starts Ultralytics' own distillation; drop it and pass teacher=")
-        if self.args.compile:
+        if trainer.args.compile:
             LOGGER.warning("compile is off with distillation: the student's hooks must run eagerly")
-            self.args.compile = False
-        self.distill = self.settings_of(DistillSettings)
-        self.args.teacher = str(check_teacher_path(self.args.teacher))
-        self.teacher_model = load_teacher(self.args.teacher, "detect", self.data["nc"], self.distill,
-                                          int(self.args.imgsz))
+            trainer.args.compile = False
         self.distiller: Distiller | None = None
-        self.add_callback("on_train_start", _attach)
-        self.add_callback("on_train_epoch_start", _connectors_train)
-        self.add_callback("teardown", _detach)
+        trainer.add_callback("on_train_start", self._attach)
+        trainer.add_callback("on_train_epoch_start", self._connectors_train)
+        trainer.add_callback("teardown", self._detach)
 
-    def setup_model(self):
-        """Set up the student as usual, then build the distiller (teacher + connectors) on the training device."""
-        ckpt = super().setup_model()
-        student = unwrap_model(self.model).float()
+    def after_setup_model(self) -> None:
+        """Build the distiller (teacher + connectors) on the training device."""
+        student = unwrap_model(self.trainer.model).float()
         probe = 2 * int(max(student.stride.max(), 32))
-        self.distiller = Distiller(student, self.teacher_model, self.distill, probe_imgsz=probe)
-        self.distiller.move_(self.device)
-        return ckpt
+        self.distiller = Distiller(student, self.teacher, self.settings, probe_imgsz=probe)
+        self.distiller.move_(self.trainer.device)
 
-    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
-        """Ultralytics' optimizer for the student, plus the connectors' parameters as extra groups."""
-        optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
+    def add_param_groups(self, optimizer: torch.optim.Optimizer, decay: float) -> None:
         add_param_groups_(optimizer, self.distiller, decay)
-        return optimizer
 
     def before_optimizer_step(self) -> None:
         """Average the connectors' gradients over DDP ranks and clip them like the student's."""
         adapters = [p for p in self.distiller.parameters() if p.grad is not None]
-        if self.world_size > 1 and dist.is_initialized():
+        world = self.trainer.world_size
+        if world > 1 and dist.is_initialized():
             for p in adapters:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= self.world_size
+                p.grad /= world
         if adapters:
             torch.nn.utils.clip_grad_norm_(adapters, max_norm=10.0)
 
-    def save_model(self):
-        """Save as usual, after making sure the EMA holds no hook or distillation criterion."""
-        strip_distillation_(self.ema.ema)
-        return super().save_model()
+    def clean_for_save(self, ema: nn.Module) -> None:
+        strip_distillation_(ema)
 
+    def _attach(self, trainer: Any) -> None:
+        """Hook the student and wrap its criterion (after ``_setup_train``: the EMA copy never sees either)."""
+        student = unwrap_model(trainer.model)
+        base = getattr(student, "criterion", None) or student.init_criterion()
+        student.criterion = DistillCriterion(base, self.distiller, self.settings, trainer.progress)
+        self.distiller.attach()
 
-def _attach(trainer: DistillationTrainer) -> None:
-    """Hook the student and wrap its criterion (after ``_setup_train``: the EMA copy never sees either)."""
-    student = unwrap_model(trainer.model)
-    base = getattr(student, "criterion", None) or student.init_criterion()
-    student.criterion = DistillCriterion(base, trainer.distiller, trainer.distill, trainer.progress)
-    trainer.distiller.attach()
+    def _connectors_train(self, trainer: Any) -> None:
+        self.distiller.train()
 
-
-def _connectors_train(trainer: DistillationTrainer) -> None:
-    trainer.distiller.train()
-
-
-def _detach(trainer: DistillationTrainer) -> None:
-    """Remove every hook and restore the plain criterion; safe when training never started."""
-    if trainer.distiller is not None:
-        trainer.distiller.detach()
-    student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
-    if student is not None and isinstance(getattr(student, "criterion", None), DistillCriterion):
-        student.criterion = student.criterion.base
+    def _detach(self, trainer: Any) -> None:
+        """Remove every hook and restore the plain criterion; safe when training never started."""
+        if self.distiller is not None:
+            self.distiller.detach()
+        student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
+        if student is not None and isinstance(getattr(student, "criterion", None), DistillCriterion):
+            student.criterion = student.criterion.base
 
 
 def add_param_groups_(optimizer: torch.optim.Optimizer, module: nn.Module, decay: float) -> None:
@@ -199,47 +194,35 @@ class SoftTargetCriterion:
         return None
 
 
-class ClassifyDistillationTrainer(ModuleKeepingClassifyTrainer):
+class SoftTargets(_Teacher):
     """Train a classifier with soft targets from a teacher classifier (Hinton et al. 2015, arXiv:1503.02531).
 
-    Settings: ``teacher`` (an Ultralytics classification checkpoint, a whole pickled module such as a torchvision
-    ResNet-18, or TorchScript, over the same classes) and, of ``DistillSettings``, ``kd_alpha``, ``kd_tau``,
-    ``teacher_input``, ``teacher_imgsz``. The teacher is frozen, in eval mode, and sees the student's preprocessed
-    batch (resized / ImageNet-normalised for it when set).
+    ``teacher``: an Ultralytics classification checkpoint, a whole pickled module such as a torchvision ResNet-18,
+    or TorchScript, over the same classes. Of ``DistillSettings``: ``kd_alpha``, ``kd_tau``, ``teacher_input``,
+    ``teacher_imgsz``. The teacher is frozen, in eval mode, and sees the student's preprocessed batch (resized /
+    ImageNet-normalised for it when set).
     """
 
-    settings_cls = DistillSettings
-    extra_keys = ("teacher",)
+    tasks = frozenset({"classify"})
 
-    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
-        super().__init__(cfg, overrides, _callbacks)
-        self.distill = self.settings_of(DistillSettings)
-        self.args.teacher = str(check_teacher_path(self.args.teacher))
-        self.teacher_model = load_teacher(self.args.teacher, "classify", self.data["nc"], self.distill,
-                                          int(self.args.imgsz))
-        self.add_callback("on_train_start", _attach_soft_targets)
-        self.add_callback("teardown", _detach_soft_targets)
+    def __init__(self, trainer: Any) -> None:
+        super().__init__(trainer)
+        trainer.add_callback("on_train_start", self._attach)
+        trainer.add_callback("teardown", self._detach)
 
-    def save_model(self):
-        """Save as usual, with the EMA's criterion (a rebuilt EMA may carry ours) reset."""
-        if isinstance(getattr(self.ema.ema, "criterion", None), SoftTargetCriterion):
-            self.ema.ema.criterion = None
-        return super().save_model()
+    def clean_for_save(self, ema: nn.Module) -> None:
+        """Reset the EMA's criterion (a rebuilt EMA may carry ours)."""
+        if isinstance(getattr(ema, "criterion", None), SoftTargetCriterion):
+            ema.criterion = None
 
+    def _attach(self, trainer: Any) -> None:
+        from yolo_compress.distill.losses import SoftTargetLoss
 
-def _attach_soft_targets(trainer: ClassifyDistillationTrainer) -> None:
-    from yolo_compress.distill.losses import SoftTargetLoss
+        self.teacher.to(trainer.device)
+        unwrap_model(trainer.model).criterion = SoftTargetCriterion(
+            self.teacher, SoftTargetLoss(self.settings.kd_tau, self.settings.kd_alpha))
 
-    s = trainer.distill
-    trainer.teacher_model.to(trainer.device)
-    unwrap_model(trainer.model).criterion = SoftTargetCriterion(trainer.teacher_model,
-                                                                SoftTargetLoss(s.kd_tau, s.kd_alpha))
-
-
-def _detach_soft_targets(trainer: ClassifyDistillationTrainer) -> None:
-    student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
-    if student is not None and isinstance(getattr(student, "criterion", None), SoftTargetCriterion):
-        student.criterion = None
-
-
-TRAINERS = {"detect": DistillationTrainer, "classify": ClassifyDistillationTrainer}
+    def _detach(self, trainer: Any) -> None:
+        student = unwrap_model(trainer.model) if isinstance(trainer.model, nn.Module) else None
+        if student is not None and isinstance(getattr(student, "criterion", None), SoftTargetCriterion):
+            student.criterion = None

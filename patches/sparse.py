@@ -1,4 +1,4 @@
-"""Sparse (network-slimming) training: the module-keeping trainer, freeing the planned channels as it trains.
+"""Sparse (network-slimming) training: the plug-in that frees the planned channels as the model trains.
 
 The maths (plan, shrink schedule, statistics) is in ``yolo_compress.sparse`` and ``yolo_compress.prune``; this is
 the seam. Checked against Ultralytics 8.4.190 (``BaseTrainer.save_metrics``, the ``on_train_start``/``on_train_end``
@@ -14,8 +14,7 @@ from ultralytics.utils import RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_compress.models import prunable_batchnorms
-from yolo_compress.patches.distill import ClassifyDistillationTrainer, DistillationTrainer
-from yolo_compress.patches.trainers import KeepModule, ModuleKeepingClassifyTrainer, ModuleKeepingTrainer
+from yolo_compress.patches.plugin import TrainerPlugin
 from yolo_compress.sparse import SparseSettings, SparsityPull, gamma_stats, save_gamma_histogram
 
 LOGGER = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ HISTOGRAM_NAME = "bn_gamma_hist.png"
 ZERO = 1e-2  # |gamma| below this shows as "zero" in the histogram's title
 
 
-class SparseTraining(KeepModule):
+class Sparsity(TrainerPlugin):
     """Train while the planned channels' BatchNorm scale and shift shrink to exactly zero (network slimming).
 
     With ``sparse_method="l1"`` every prunable BatchNorm scale gets the proximal L1 step instead: after each
@@ -39,47 +38,45 @@ class SparseTraining(KeepModule):
     (final EMA scales) is written to ``save_dir``.
     """
 
+    trigger = "sparse_plan"
     settings_cls = SparseSettings
-    extra_keys = ("sparse_plan",)
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.sparse = self.settings_of(SparseSettings)
-        self.plan: dict[str, list[int]] = dict(self.args.sparse_plan or {})
-        self.pull = SparsityPull(self.sparse, self.plan)
-        self.add_callback("on_train_start", _start_schedule)
-        self.add_callback("on_train_end", _write_histogram)
+    def __init__(self, trainer: Any) -> None:
+        super().__init__(trainer)
+        self.plan: dict[str, list[int]] = dict(trainer.args.sparse_plan or {})
+        self.pull = SparsityPull(self.settings, self.plan)
+        trainer.add_callback("on_train_start", self._start_schedule)
+        trainer.add_callback("on_train_end", _write_histogram)
 
     def after_optimizer_step(self) -> None:
         """The sparsity update (:class:`~yolo_compress.sparse.SparsityPull`) on the live model and the EMA, which
         checkpoints hold."""
-        self.pull.step_([unwrap_model(self.model), *([self.ema.ema] if self.ema else [])], self.progress())
+        t = self.trainer
+        self.pull.step_([unwrap_model(t.model), *([t.ema.ema] if t.ema else [])], t.progress())
 
-    def save_metrics(self, metrics: dict[str, Any]) -> None:
-        """Append the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
-        model = unwrap_model(self.model)
-        if self.sparse.sparse_method == "l1":
+    def epoch_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Add the sparsity columns to ``results.csv`` and log them (once per epoch, rank 0)."""
+        model, epoch = unwrap_model(self.trainer.model), self.trainer.epoch + 1
+        if self.settings.sparse_method == "l1":
             gammas = [bn.weight.detach() for bn in prunable_batchnorms(model)]
             share = sum(int((g == 0).sum()) for g in gammas) / max(sum(g.numel() for g in gammas), 1)
-            pulled = self.sparse.l1_total * self.pull.progress
+            pulled = self.settings.l1_total * self.pull.progress
             LOGGER.info("sparsity epoch %d: L1 pull %.3f so far, %.1f%% of prunable scales at zero",
-                        self.epoch + 1, pulled, 100 * share)
-            super().save_metrics({**metrics, "sparse/pulled": pulled, "sparse/zero": share})
-            return
+                        epoch, pulled, 100 * share)
+            return {**metrics, "sparse/pulled": pulled, "sparse/zero": share}
         modules = dict(model.named_modules())
         freed = sum(len(c) for c in self.plan.values())
         zero = sum(int((modules[n].weight.detach()[c] == 0).sum()) for n, c in self.plan.items())
         share = zero / freed if freed else 0.0
         LOGGER.info("sparsity epoch %d: %d channels being freed, at %.0f%% of their magnitude, %.0f%% at zero",
-                    self.epoch + 1, freed, 100 * self.pull.kept, 100 * share)
-        super().save_metrics({**metrics, "sparse/kept": self.pull.kept, "sparse/zero": share})
+                    epoch, freed, 100 * self.pull.kept, 100 * share)
+        return {**metrics, "sparse/kept": self.pull.kept, "sparse/zero": share}
+
+    def _start_schedule(self, trainer: Any) -> None:
+        self.pull.resume_at(trainer.progress())
 
 
-def _start_schedule(trainer: SparseTraining) -> None:
-    trainer.pull.resume_at(trainer.progress())
-
-
-def _write_histogram(trainer: SparseTraining) -> None:
+def _write_histogram(trainer: Any) -> None:
     """Histogram of the final (EMA) BatchNorm scales, ``save_dir/bn_gamma_hist.png``; never fails the run."""
     if RANK not in {-1, 0}:
         return
@@ -89,24 +86,3 @@ def _write_histogram(trainer: SparseTraining) -> None:
         LOGGER.info("sparsity: %s", gamma_stats(model, ZERO))
     except (OSError, ValueError, RuntimeError) as e:  # a plot must never fail a finished training
         LOGGER.warning("could not write the BN gamma histogram: %s", e)
-
-
-class SparseTrainer(SparseTraining, ModuleKeepingTrainer):
-    """Sparse training of a detector."""
-
-
-class SparseClassifyTrainer(SparseTraining, ModuleKeepingClassifyTrainer):
-    """Sparse training of a classifier."""
-
-
-class SparseDistillationTrainer(SparseTraining, DistillationTrainer):
-    """Sparse training of a detector with a teacher (the unpruned model): while the freed channels shrink, the
-    distillation losses (``DistillSettings``, ``teacher``) hold the student's outputs to the teacher's."""
-
-
-class SparseClassifyDistillationTrainer(SparseTraining, ClassifyDistillationTrainer):
-    """Sparse training of a classifier with soft targets from a teacher."""
-
-
-TRAINERS = {"detect": SparseTrainer, "classify": SparseClassifyTrainer}
-TEACHER_TRAINERS = {"detect": SparseDistillationTrainer, "classify": SparseClassifyDistillationTrainer}

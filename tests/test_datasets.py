@@ -71,7 +71,7 @@ def test_a_roboflow_export_and_bom_labels_train(tiny_yaml, tmp_path, monkeypatch
     yaml_path = _write_yaml(root / "data.yaml", train="../train/images", val="../valid/images")
     data = resolve_data(yaml_path)
     assert data.splits["train"] == ((root / "train" / "images").resolve(),)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     pm = PruneModel(save_checkpoint(model, tmp_path / "base.pt"), data=yaml_path, imgsz=64)
     out = pm.train(save_dir=tmp_path / "out" / "t.pt", epochs=1, batch=8)
     assert out.is_file()
@@ -92,7 +92,7 @@ def test_a_relative_data_yaml_without_path_resolves_from_another_folder(tiny_yam
     assert data.splits["val"] == ((tmp_path / "ds" / "val" / "images").resolve(),)
     handed = yaml.safe_load(data.data_arg.read_text())  # what training reads: absolute, no download key
     assert Path(handed["train"]).is_absolute() and "download" not in handed
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     pm = PruneModel(save_checkpoint(model, tmp_path / "base.pt"), data="../ds/data.yaml", imgsz=64)
     assert pm.train(save_dir=tmp_path / "t.pt", epochs=1, batch=8).is_file()
 
@@ -140,7 +140,7 @@ def test_a_jpeg_with_trailing_bytes_is_never_rewritten(tiny_yaml, tmp_path):
     path = _write_yaml(tmp_path / "data.yaml", train="train/images", val="val/images")
     data = resolve_data(path)
     first = data_fingerprint(data)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     PruneModel(save_checkpoint(model, tmp_path / "base.pt"), data=path, imgsz=64).train(
         save_dir=tmp_path / "t.pt", epochs=1, batch=8)
     assert {p: p.read_bytes() for p in (tmp_path / "train" / "images").iterdir()} == before
@@ -178,7 +178,7 @@ def test_a_quote_in_a_weights_path_loads_that_file_and_nothing_else(tiny_yaml, t
     import pickle
 
     data = resolve_data(tiny_yaml)
-    quoted = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names),
+    quoted = save_checkpoint(build_from_yaml("yolov8n.yaml", data),
                              tmp_path / "wq" / "o'brien" / "best.pt")
     marker = tmp_path / "payload-ran"
     planted = tmp_path / "wq" / "obrien" / "best.pt"

@@ -2,7 +2,7 @@
 
 Ultralytics' DDP launcher needs CUDA devices, but what yolo-compress adds can run under DDP on CPU: settings rebuilt
 from ``vars(args)`` in each process, a DDP-wrapped student whose hooked layers record through the wrapper, and the
-connectors outside DDP whose gradients ``DistillationTrainer.before_optimizer_step`` averages over ranks. After a
+connectors outside DDP whose gradients ``FeatureDistillation.before_optimizer_step`` averages over ranks. After a
 few steps both ranks must hold identical student and connector weights, equal to a single process that sees the
 concatenated batch. BatchNorm runs in eval mode so a sample's loss does not depend on the rest of its batch.
 """
@@ -44,7 +44,7 @@ def _train(student, teacher, batches, ddp: bool, world: int, rank: int) -> dict[
     """A few steps of distillation-only training; ``ddp`` wraps the student and averages connector gradients."""
     import yolo_compress  # noqa: F401  (offline settings)
     from yolo_compress.distill import Distiller, DistillSettings
-    from yolo_compress.patches.distill import DistillationTrainer
+    from yolo_compress.patches.distill import FeatureDistillation
 
     settings = DistillSettings.from_args(SimpleNamespace(**ARGS))  # as a DDP worker rebuilds them from vars(args)
     distiller = Distiller(student, teacher, settings)
@@ -54,8 +54,8 @@ def _train(student, teacher, batches, ddp: bool, world: int, rank: int) -> dict[
     model = DistributedDataParallel(student, find_unused_parameters=True) if ddp else student  # the head is unused
     params = [*student.parameters(), *distiller.parameters()]
     optimizer = torch.optim.SGD(params, lr=0.05)
-    # the real override averages the connectors' gradients over ranks; it reads only these two attributes
-    step_hook = SimpleNamespace(distiller=distiller, world_size=world if ddp else 1)
+    # the real override averages the connectors' gradients over ranks; it reads only these attributes
+    step_hook = SimpleNamespace(distiller=distiller, trainer=SimpleNamespace(world_size=world if ddp else 1))
     with distiller:
         for img in batches:
             x = img[rank * PER_RANK:(rank + 1) * PER_RANK] if ddp else img
@@ -63,7 +63,7 @@ def _train(student, teacher, batches, ddp: bool, world: int, rank: int) -> dict[
             losses = distiller(x, preds)
             # DDP needs every forward output in the loss: the head's output enters with weight 0
             (sum(losses.values()) + 0 * preds[0].sum()).backward()
-            DistillationTrainer.before_optimizer_step(step_hook)
+            FeatureDistillation.before_optimizer_step(step_hook)
             optimizer.step()
             optimizer.zero_grad()
     return {**{f"s.{k}": v.detach().clone() for k, v in student.state_dict().items()},

@@ -1,4 +1,4 @@
-"""Recorder, distiller and ``DistillationTrainer``: hooks, pairing, bad input, DDP rebuild, a real tiny training."""
+"""Recorder, distiller, the detection trainer's distillation plug-in: hooks, pairing, bad input, DDP, training."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from yolo_compress.checkpoint import save_checkpoint
 from yolo_compress.data.synthetic import make_shapes_dataset
 from yolo_compress.distill import Distiller, DistillSettings, FeatureRecorder, OutputHook
 from yolo_compress.errors import CompressError
-from yolo_compress.patches.distill import DistillationTrainer, DistillCriterion
+from yolo_compress.patches.distill import DistillCriterion, FeatureDistillation
+from yolo_compress.patches.trainers import ModuleKeepingTrainer
 
 IMGSZ = 64
 
@@ -199,38 +200,39 @@ def test_distiller_pairs_chunk_free_c2f(student, teacher):
 # ---- trainer: bad input before training, DDP rebuild --------------------------------------------------------------
 def test_trainer_rejects_bad_input(data_yaml, teacher_pt, tmp_path):
     with pytest.raises(CompressError, match="loss='at' is not supported"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="at"))
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="at"))
     with pytest.raises(CompressError, match="not found"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, tmp_path / "missing.pt", tmp_path))
     with pytest.raises(CompressError, match="not layers before the head"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd",
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd",
                                                         distill_layers=[6, 22]))
     with pytest.raises(CompressError, match="distill_schedule='step' is not supported"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, distill_schedule="step"))
     other = save_checkpoint(detection_model("yolov8n.yaml", 2), tmp_path / "nc2.pt")
     with pytest.raises(CompressError, match="2 classes"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, other, tmp_path))
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, other, tmp_path))
     bad = tmp_path / "junk.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CompressError, match="not a loadable YOLO checkpoint"):
-        DistillationTrainer(overrides=trainer_overrides(data_yaml, bad, tmp_path))
+        ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, bad, tmp_path))
 
 
 def test_trainer_rebuilt_from_args_distils_the_same(data_yaml, teacher_pt, tmp_path, pristine):
     """What the DDP launcher does: a new trainer from ``vars(trainer.args)`` (see ultralytics/utils/dist.py)."""
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    first = DistillationTrainer(overrides=trainer_overrides(
+    first = ModuleKeepingTrainer(overrides=trainer_overrides(
         data_yaml, teacher_pt, tmp_path, loss="mgd+kd", distill_layers="12,15", kd_tau=2.0, mgd_lambda=0.5))
     cfg = {**DEFAULT_CFG_DICT, "save_dir": ""}
-    second = DistillationTrainer(cfg=cfg, overrides=dict(vars(first.args)))
-    assert second.distill == first.distill
-    assert first.distill.distill_layers == (12, 15) and first.distill.loss == "mgd+kd"
-    assert first.distill.kd_tau == 2.0
+    second = ModuleKeepingTrainer(cfg=cfg, overrides=dict(vars(first.args)))
+    one, two = first.plugin(FeatureDistillation), second.plugin(FeatureDistillation)
+    assert two.settings == one.settings
+    assert one.settings.distill_layers == (12, 15) and one.settings.loss == "mgd+kd"
+    assert one.settings.kd_tau == 2.0
     for trainer in (first, second):
         trainer.model = copy.deepcopy(pristine["n"])
         trainer.setup_model()
-    a, b = first.distiller, second.distiller
+    a, b = one.distiller, two.distiller
     assert a.keys == b.keys and len(a.keys) == 2  # the two chosen layers, paired by name in both
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert [type(m).__name__ for m in a.connectors.values()] == ["MGDConnector", "MGDConnector"]
@@ -244,18 +246,18 @@ def test_adapters_are_trained_from_the_first_step(data_yaml, teacher_pt, tmp_pat
     out of the EMA at the start, move after the first batch, and their loss is a column of its own."""
     import csv
 
-    trainer = DistillationTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss=loss,
+    trainer = ModuleKeepingTrainer(overrides=trainer_overrides(data_yaml, teacher_pt, tmp_path, loss=loss,
                                                               distill_warmup=0.0))
     seen: dict = {}
 
     def at_start(t):
-        seen["in_optimizer"] = {id(p) for p in t.distiller.parameters()} <= {
+        seen["in_optimizer"] = {id(p) for p in t.plugin(FeatureDistillation).distiller.parameters()} <= {
             id(p) for g in t.optimizer.param_groups for p in g["params"]}
         seen["ema_clean"] = not any(k.startswith(("connectors", "teacher")) for k in t.ema.ema.state_dict())
-        seen["before"] = copy.deepcopy(t.distiller.state_dict())
+        seen["before"] = copy.deepcopy(t.plugin(FeatureDistillation).distiller.state_dict())
 
     def after_batch(t):
-        seen.setdefault("after", copy.deepcopy(t.distiller.state_dict()))
+        seen.setdefault("after", copy.deepcopy(t.plugin(FeatureDistillation).distiller.state_dict()))
 
     trainer.add_callback("on_train_start", at_start)
     trainer.add_callback("on_train_batch_end", after_batch)
@@ -293,7 +295,7 @@ def test_one_epoch_training_writes_plain_student_checkpoints(data_yaml, teacher_
     overrides = trainer_overrides(data_yaml, teacher_pt, tmp_path, loss="cwd+kd",
                                   distill_layers=[6, 8, 12, 15, 18, 21])
     overrides.update(device=device, amp=device != "cpu")
-    model.train(trainer=DistillationTrainer, **overrides)
+    model.train(trainer=ModuleKeepingTrainer, **overrides)
     trainer = model.trainer
 
     assert seen["hooks"] == 6  # one per default layer while training
@@ -389,23 +391,23 @@ def test_interrupted_distillation_resumes_with_its_own_settings(data_yaml, teach
     from yolo_compress import PruneModel
     from yolo_compress.checkpoint import load_model
 
-    original, seen = DistillationTrainer.save_model, []
+    original, seen = ModuleKeepingTrainer.save_model, []
 
     def save_then_crash(self):
         original(self)
         raise KeyboardInterrupt
 
     def record(self):
-        seen.append((self.epoch, self.distill, self.args.teacher))
+        seen.append((self.epoch, self.plugin(FeatureDistillation).settings, self.args.teacher))
         return original(self)
 
-    monkeypatch.setattr(DistillationTrainer, "save_model", save_then_crash)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_then_crash)
     pm = PruneModel("yolov8n.yaml", data=data_yaml, imgsz=IMGSZ)
     params = pm.info()["params"]
     with pytest.raises(KeyboardInterrupt):
         pm.distill(teacher_pt, save_dir=tmp_path / "d.pt", epochs=2, batch=4, plots=False, loss="mgd",
                    distill_layers=[12, 18], kd_tau=3.0)
-    monkeypatch.setattr(DistillationTrainer, "save_model", record)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", record)
     out = pm.distill(teacher_pt, save_dir=tmp_path / "d.pt", resume=True)
     assert [e for e, _, _ in seen] == [1]
     s, teacher = seen[0][1], seen[0][2]

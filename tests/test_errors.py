@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,9 +35,10 @@ def files(tiny_yaml, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("errors")
     data = resolve_data(tiny_yaml)
     out = {"data": Path(tiny_yaml),
-           "w": save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), root / "w.pt"),
-           "nc2": save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", 2, {0: "a", 1: "b"}), root / "nc2.pt"),
-           "cls": save_checkpoint(build_from_yaml("yolov8n-cls.yaml", "classify", data.nc, data.names),
+           "w": save_checkpoint(build_from_yaml("yolov8n.yaml", data), root / "w.pt"),
+           "nc2": save_checkpoint(build_from_yaml("yolov8n.yaml", replace(data, names={0: "a", 1: "b"})),
+                                  root / "nc2.pt"),
+           "cls": save_checkpoint(build_from_yaml("yolov8n-cls.yaml", replace(data, task="classify")),
                                   root / "cls.pt")}
     return out
 

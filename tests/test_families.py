@@ -16,7 +16,7 @@ import torch
 from yolo_compress import CompressError, PruneModel
 from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.cli import main
-from yolo_compress.dataset import resolve_data
+from yolo_compress.dataset import Dataset, resolve_data
 from yolo_compress.distill import Distiller, DistillSettings
 from yolo_compress.families import family_of, head_inputs, keep_whole_modules
 from yolo_compress.models import build_from_yaml, gflops
@@ -32,7 +32,7 @@ def family_pt(tiny_yaml, tmp_path_factory) -> dict[str, Path]:
     """A checkpoint per detector family for the tiny data set (random weights: mechanics, not accuracy)."""
     data = resolve_data(tiny_yaml)
     folder = tmp_path_factory.mktemp("families")
-    return {name: save_checkpoint(build_from_yaml(f"{name}.yaml", "detect", data.nc, data.names), folder / f"{name}.pt")
+    return {name: save_checkpoint(build_from_yaml(f"{name}.yaml", data), folder / f"{name}.pt")
             for name in DETECTORS}
 
 
@@ -59,7 +59,7 @@ def test_the_family_and_the_heads_inputs_are_read_from_the_model(name, family_pt
 @pytest.mark.parametrize("name", ["yolov8n", "yolo11n", "yolo26n", "yolov10n", "yolo11n-cls"])
 def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
     task = "classify" if name.endswith("-cls") else "detect"
-    model = build_from_yaml(f"{name}.yaml", task, 4, {i: str(i) for i in range(4)})
+    model = build_from_yaml(f"{name}.yaml", Dataset(Path("-"), task, {i: str(i) for i in range(4)}, IMGSZ, Path("-")))
     pruned, result = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
     assert 2.0 <= result.speed_up <= 2.04, result.speed_up
     assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)

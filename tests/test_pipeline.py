@@ -17,18 +17,19 @@ STAGES = ["baseline", "sparse", "prune", "finetune", "distill", "compare"]
 
 
 def test_pipeline_crash_resume_force_and_manifest(tiny_yaml, tmp_path, monkeypatch):
-    from yolo_compress.patches.distill import DistillationTrainer
+    from yolo_compress.patches.trainers import ModuleKeepingTrainer
 
     out = tmp_path / "out"
     cfg = load_config(data=str(tiny_yaml), out=str(out), loss="cwd", imgsz=64, batch=8, factor=0.5, sparse=True,
                       reference=True, baseline_epochs=1, sparse_epochs=1, finetune_epochs=1, distill_epochs=2)
-    original = DistillationTrainer.save_model
+    original = ModuleKeepingTrainer.save_model
 
     def save_then_crash(self):  # killed right after distillation's first epoch was saved
         original(self)
-        raise RuntimeError("killed inside distillation")
+        if Path(self.save_dir).name == "distill":
+            raise RuntimeError("killed inside distillation")
 
-    monkeypatch.setattr(DistillationTrainer, "save_model", save_then_crash)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_then_crash)
     with pytest.raises(RuntimeError, match="killed inside distillation"):
         CompressionPipeline(cfg).run()
     stages = json.loads((out / "manifest.json").read_text())["stages"]
@@ -43,7 +44,7 @@ def test_pipeline_crash_resume_force_and_manifest(tiny_yaml, tmp_path, monkeypat
         saved.append(self.epoch)
         return original(self)
 
-    monkeypatch.setattr(DistillationTrainer, "save_model", count_saves)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", count_saves)
     result = CompressionPipeline(cfg).run()
     monkeypatch.undo()
     assert result.skipped == ["baseline", "sparse", "prune", "finetune"] and result.ran == ["distill", "compare"]
@@ -202,7 +203,7 @@ def test_precedence_defaults_yaml_flags_and_set(tiny_yaml, tmp_path):
     from yolo_compress.models import build_from_yaml
 
     data = resolve_data(tiny_yaml)
-    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), tmp_path / "b.pt")
+    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", data), tmp_path / "b.pt")
     config = tmp_path / "cfg.yaml"
     config.write_text("zero_at: 0.3\nepochs: 3\nfactor: 0.2\nbatch: 8\nimgsz: 64\nreference: true\n")
     out = tmp_path / "out"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def _args(tiny_yaml, out: Path, epochs: int = 2) -> tuple:
 
 def test_truncated_last_pt_is_moved_aside_and_the_run_resumes_from_best(tiny_yaml, tmp_path, monkeypatch):
     data, args = _args(tiny_yaml, tmp_path / "w.pt", epochs=3)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     original = ModuleKeepingTrainer.save_model
     calls = []
 
@@ -119,7 +120,7 @@ def test_damaged_last_pt_without_a_usable_best_keeps_the_copy_and_starts_again(t
     import logging
 
     data, args = _args(tiny_yaml, tmp_path / "w.pt", epochs=2)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     original = ModuleKeepingTrainer.save_model
 
     def save_then_crash(self):
@@ -173,7 +174,7 @@ def test_pipeline_refuses_to_overwrite_its_input_before_any_work(tiny_yaml, tmp_
     out = tmp_path / "out"
     out.mkdir()
     data = resolve_data(tiny_yaml)
-    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), out / "distill.pt")
+    weights = save_checkpoint(build_from_yaml("yolov8n.yaml", data), out / "distill.pt")
     before = digest(weights)
     proc = subprocess.run([*CLI, "run", "--weights", str(weights), "--data", str(tiny_yaml), "--out", str(out),
                            "--epochs", "1", "--imgsz", "64"], capture_output=True, text=True, cwd=tmp_path,
@@ -254,7 +255,7 @@ def test_class_count_mismatch_is_caught_before_training(tiny_yaml, tmp_path):
     from yolo_compress import PruneModel
 
     data = resolve_data(tiny_yaml)
-    other = save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", 2, {0: "a", 1: "b"}), tmp_path / "nc2.pt")
+    other = save_checkpoint(build_from_yaml("yolov8n.yaml", replace(data, names={0: "a", 1: "b"})), tmp_path / "nc2.pt")
     with pytest.raises(CompressError, match="predicts 2 classes but the dataset has 4; pass the dataset the model"):
         PruneModel(other, data=data.path)
 

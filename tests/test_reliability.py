@@ -28,7 +28,7 @@ CLI = [sys.executable, "-m", "yolo_compress.cli"]
 @pytest.fixture(scope="module")
 def base_pt(tiny_yaml, tmp_path_factory) -> Path:
     data = resolve_data(tiny_yaml)
-    return save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names),
+    return save_checkpoint(build_from_yaml("yolov8n.yaml", data),
                            tmp_path_factory.mktemp("base") / "base.pt")
 
 
@@ -212,7 +212,7 @@ def _setup(case: str, tmp: Path, tiny_yaml: Path, base_pt: Path) -> list[str]:
         from yolo_compress.data.classify import make_classify_dataset
 
         cls_data = resolve_data(make_classify_dataset(tmp / "cls", n_train=6, n_val=6), "classify")
-        save_checkpoint(build_from_yaml("yolov8n-cls.yaml", "classify", cls_data.nc, cls_data.names), tmp / "cls.pt")
+        save_checkpoint(build_from_yaml("yolov8n-cls.yaml", cls_data), tmp / "cls.pt")
     source = str(Path(tiny_yaml).parent / "images" / "val")
     return {
         "imgsz_huge_prune": ["prune", "--weights", w, "--data", data, "--imgsz", "100000", "--save", "out/p.pt"],

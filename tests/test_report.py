@@ -80,7 +80,7 @@ def tiny_pt(tiny_yaml, tmp_path_factory) -> Path:
     from yolo_compress.models import build_from_yaml
 
     data = resolve_data(tiny_yaml)
-    return save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names),
+    return save_checkpoint(build_from_yaml("yolov8n.yaml", data),
                            tmp_path_factory.mktemp("tiny_pt") / "t.pt")
 
 

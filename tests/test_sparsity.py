@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from yolo_compress.models import prunable_batchnorms
-from yolo_compress.patches.sparse import HISTOGRAM_NAME, SparseTrainer
+from yolo_compress.patches.sparse import HISTOGRAM_NAME, Sparsity
+from yolo_compress.patches.trainers import ModuleKeepingTrainer
 from yolo_compress.prune import PruneSettings, plan_channels, prune_model, swap_c2f_
 from yolo_compress.sparse import (
     SparseSettings,
@@ -157,7 +158,7 @@ def test_sparse_training_frees_channels_and_pruning_them_is_exact(shapes_yaml: P
     from yolo_compress.training import train_args
 
     data = resolve_data(shapes_yaml)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     out = tmp_path / "sparse.pt"
     args = train_args({"epochs": 2, "batch": 4, "plots": False, "val": False, "mosaic": 0.0, "seed": 0}, data, 64, out)
     fitted = sparse_train(model, data, out, SparseSettings(zero_at=0.5), PruneSettings(speed_up=2.0), 64, args)
@@ -187,7 +188,7 @@ def test_l1_sparse_training_zeroes_scales_and_pruning_takes_them_globally(shapes
     from yolo_compress.training import train_args
 
     data = resolve_data(shapes_yaml)
-    model = build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names)
+    model = build_from_yaml("yolov8n.yaml", data)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for bn in prunable_batchnorms(model):  # spread scales, as a trained network has: 23% below the pull
@@ -210,22 +211,23 @@ def test_interrupted_sparse_training_resumes_with_its_own_settings(shapes_yaml, 
     from yolo_compress import PruneModel
     from yolo_compress.checkpoint import load_model
 
-    original, seen = SparseTrainer.save_model, []
+    original, seen = ModuleKeepingTrainer.save_model, []
 
     def save_then_crash(self):
         original(self)
         raise KeyboardInterrupt
 
     def record(self):
-        seen.append((self.epoch, self.sparse, len(self.plan)))
+        sparsity = self.plugin(Sparsity)
+        seen.append((self.epoch, sparsity.settings, len(sparsity.plan)))
         return original(self)
 
-    monkeypatch.setattr(SparseTrainer, "save_model", save_then_crash)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", save_then_crash)
     pm = PruneModel("yolov8n.yaml", data=shapes_yaml, imgsz=64)
     kw = {"epochs": 2, "batch": 4, "plots": False, "mosaic": 0.0, "zero_at": 0.75, "factor": 0.5}
     with pytest.raises(KeyboardInterrupt):
         pm.sparse_train(save_dir=tmp_path / "sparse.pt", **kw)
-    monkeypatch.setattr(SparseTrainer, "save_model", record)
+    monkeypatch.setattr(ModuleKeepingTrainer, "save_model", record)
     out = pm.sparse_train(save_dir=tmp_path / "sparse.pt", resume=True)  # no settings given: the run's own
     assert [e for e, _, _ in seen] == [1]  # only epoch 2 trained again
     assert seen[0][1] == SparseSettings(zero_at=0.75) and seen[0][2] > 0  # zero_at and the plan came back

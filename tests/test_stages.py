@@ -72,7 +72,7 @@ def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path):
     from yolo_compress.models import build_from_yaml
 
     data, weights = resolve_data(tiny_yaml), tmp_path / "base.pt"
-    save_checkpoint(build_from_yaml("yolov8n.yaml", "detect", data.nc, data.names), weights)
+    save_checkpoint(build_from_yaml("yolov8n.yaml", data), weights)
     out = tmp_path / "out"
     code = main(["run", "--weights", str(weights), "--data", str(tiny_yaml), "--imgsz", "64", "--out", str(out),
                  "--factor", "0.3", "--polish-strength", "0.7"], stages=LOCAL_STAGES)

@@ -66,7 +66,7 @@ class PruneModel:
         self.weights: Path | None = None  # the file self.model was last loaded from or saved to
         if text.endswith((".yaml", ".yml")):
             self.data = resolve_data(data, yaml_task(text))
-            self.model = build_from_yaml(text, self.data.task, self.data.nc, self.data.names, seed=seed)
+            self.model = build_from_yaml(text, self.data, seed=seed)
         else:
             model = load_model(weights)
             self.data = resolve_data(data, task_of(model))

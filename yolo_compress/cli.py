@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from yolo_compress.stage import Stage
 
 LOGGER = logging.getLogger("yolo_compress")
-DATA_KINDS = ("shapes", "clutter", "diagram", "classify")
+DATA_KINDS = ("shapes", "clutter", "diagram", "classify", "segment", "pose", "obb")
 TRAINING_COMMANDS = ("train", "sparse", "distill")
 
 

@@ -18,7 +18,7 @@ from yolo_compress.patches.datasets import image_files, label_files, read_det_ya
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"}
-DEFAULT_IMGSZ = {"detect": 640, "classify": 224}
+DEFAULT_IMGSZ = {"detect": 640, "segment": 640, "pose": 640, "obb": 640, "classify": 224}
 SPLITS = ("train", "val", "test")
 
 
@@ -28,12 +28,13 @@ class Dataset:
 
     Attributes:
         path: the data yaml (detect) or the ImageFolder root (classify) the user named, absolute.
-        task: ``"detect"`` or ``"classify"``.
+        task: ``"detect"``, ``"segment"``, ``"pose"``, ``"obb"`` or ``"classify"``.
         names: class index -> name.
         imgsz: the image size it was made for (built-in sets record it), else the task's usual size.
         data_arg: what Ultralytics is handed as ``data=``: for a yaml, the yaml as Ultralytics resolved it (absolute
             split paths, no ``download:`` key), written by yolo-compress; for an ImageFolder, ``path``.
         splits: split name -> its resolved entries (folders or image lists); empty for an ImageFolder.
+        kpt_shape: keypoints per object and values per keypoint (pose data only).
     """
 
     path: Path
@@ -42,6 +43,7 @@ class Dataset:
     imgsz: int
     data_arg: Path
     splits: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    kpt_shape: tuple[int, int] | None = None
 
     @property
     def nc(self) -> int:
@@ -62,10 +64,10 @@ def resolve_data(data: str | Path | None, task: str = "detect") -> Dataset:
     path = Path(data).expanduser()
     if task == "classify":
         return _image_folder(path)
-    return _detection_yaml(path)
+    return _detection_yaml(path, task)
 
 
-def _detection_yaml(path: Path) -> Dataset:
+def _detection_yaml(path: Path, task: str) -> Dataset:
     """Resolve ``path`` with Ultralytics' own rules (``patches.datasets``), then check what it resolved."""
     if path.is_dir():
         raise CompressError(f"{path} is a folder; a detection dataset is a YOLO data yaml (a folder of class "
@@ -75,6 +77,10 @@ def _detection_yaml(path: Path) -> Dataset:
                             "built-in shapes dataset (yolo-compress data writes it)")
     raw = _read_yaml(path)
     spec = _ultralytics_spec(path, raw)
+    kpt_shape = spec.get("kpt_shape")
+    if task == "pose" and not (isinstance(kpt_shape, list) and len(kpt_shape) == 2 and kpt_shape[1] in (2, 3)):
+        raise CompressError(f"{path}: a pose dataset needs 'kpt_shape: [keypoints, 2 or 3]' (found {kpt_shape!r}); "
+                            "add it to the yaml")
     splits = {k: tuple(Path(e) for e in _as_list(spec[k])) for k in SPLITS if spec.get(k)}
     for split in ("train", "val"):
         try:
@@ -82,9 +88,9 @@ def _detection_yaml(path: Path) -> Dataset:
         except FileNotFoundError as e:
             raise CompressError(f"{path}: no images found for split {split!r} in {[str(e) for e in splits[split]]} "
                                 f"({_first_line(e.__cause__ or e)}); fix the yaml's paths") from e
-        _check_labels(images, spec, split, path)
-    return Dataset(path.resolve(), "detect", dict(spec["names"]), _yaml_imgsz(raw.get("imgsz"), path),
-                   _write_resolved(path, spec), splits)
+        _check_labels(images, spec, split, path, task)
+    return Dataset(path.resolve(), task, dict(spec["names"]), _yaml_imgsz(raw.get("imgsz"), path),
+                   _write_resolved(path, spec), splits, tuple(kpt_shape) if task == "pose" else None)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -180,7 +186,7 @@ def label_file(image: Path) -> Path:
     return label_files([image])[0]
 
 
-def _check_labels(images: list[Path], spec: dict, split: str, path: Path) -> None:
+def _check_labels(images: list[Path], spec: dict, split: str, path: Path, task: str) -> None:
     """Run Ultralytics' own label check on every image and say in one line what it will skip.
 
     Ultralytics skips an image that is unreadable or whose label file has a bad row, with one message per file; a
@@ -189,7 +195,7 @@ def _check_labels(images: list[Path], spec: dict, split: str, path: Path) -> Non
     Raises:
         CompressError: no image of the split has a usable label.
     """
-    results = verify_labels(images, spec)
+    results = verify_labels(images, spec, keypoints=task == "pose")
     skipped = [msg for kept, msg in results if not kept]
     labelled = sum(kept and label.is_file() and label.stat().st_size > 0
                    for (kept, _), label in zip(results, label_files(images)))
@@ -260,7 +266,7 @@ def data_fingerprint(data: Dataset) -> str:
         digest.update(data.data_arg.read_bytes())
     for split in ("train", "val"):
         images = split_images(data, split)
-        labels = label_files(images) if data.task == "detect" else []
+        labels = label_files(images) if data.task != "classify" else []
         for f in [*images, *labels]:
             stat = f.stat() if f.is_file() else None
             digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode() if stat else f"{f}:-\n".encode())

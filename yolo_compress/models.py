@@ -5,17 +5,26 @@ Every stage asks these questions; they are answered here once. Checked against U
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.families import family_of
 
-TASKS = ("detect", "classify")
+if TYPE_CHECKING:
+    from yolo_compress.dataset import Dataset
+
+TASKS = ("detect", "segment", "pose", "obb", "classify")
+# the heads' output branches of detection and its three task heads (Segment's mask coefficients, Pose's keypoints,
+# OBB's angle: ``cv4``), one-to-many and, in end-to-end heads, one-to-one: each a sequence of convs whose last one
+# emits a fixed number of channels
+HEAD_BRANCHES = ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4")
 # the head's convolution branches (Detect's box/class convs and an end-to-end head's one-to-one twins, Classify's
 # 1x1 conv): INT8 quantizes them like the rest; every other op of the head (box decoding, DFL, concatenations,
 # sigmoid) stays in float where the float-head option asks for it
-HEAD_CONV_BRANCHES = ("cv2", "cv3", "one2one_cv2", "one2one_cv3", "conv")
+HEAD_CONV_BRANCHES = (*HEAD_BRANCHES, "conv")
 
 
 def head_types() -> tuple[type, ...]:
@@ -32,15 +41,16 @@ def head_module_ids(model: nn.Module) -> set[int]:
 
 
 def head_inner_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers inside a detection head whose output channels are free: every layer of a ``Detect`` box or class
-    branch but its last (those emit ``4 * reg_max`` and ``nc`` channels). A ``Classify`` head has none worth
-    pruning: its conv costs under 1% of the network's GFLOPs."""
+    """Layers inside a detection head whose output channels are free: every layer of a ``Detect`` branch
+    (:data:`HEAD_BRANCHES`) but its last (those emit ``4 * reg_max``, ``nc``, mask coefficients, keypoints or angles).
+    A segmentation head's ``Proto`` is kept whole (its output is the ``nm`` prototypes). A ``Classify`` head has
+    none worth pruning: its conv costs under 1% of the network's GFLOPs."""
     from ultralytics.nn.modules.head import Detect
 
     inner: list[nn.Module] = []
     for h in model.modules():
         if isinstance(h, Detect):
-            heads = (h.cv2, h.cv3, getattr(h, "one2one_cv2", None), getattr(h, "one2one_cv3", None))
+            heads = [getattr(h, name, None) for name in HEAD_BRANCHES]
             inner += [layer for branches in heads if branches is not None for b in branches for layer in list(b)[:-1]]
     return inner
 
@@ -66,8 +76,9 @@ def check_task(model: nn.Module, what: str = "model") -> str:
     """Return the task of ``model`` when yolo-compress handles it.
 
     Raises:
-        CompressError: a segmentation, pose, OBB, ... model, a model of a family ``yolo_compress.families`` does not
-            describe (RT-DETR, YOLOv9, YOLO12), or a module that is no Ultralytics model.
+        CompressError: a model of another task (semantic segmentation, depth, open-vocabulary), a model of a family
+            ``yolo_compress.families`` does not describe (RT-DETR, YOLOv9, YOLO12), or a module that is no
+            Ultralytics model.
     """
     from ultralytics.nn.tasks import BaseModel
 
@@ -81,7 +92,7 @@ def check_task(model: nn.Module, what: str = "model") -> str:
     task = task_of(model)
     if task not in TASKS:
         raise CompressError(f"{what} is a {task} model ({type(model).__name__}); yolo-compress handles "
-                            f"{' and '.join(TASKS)} models")
+                            f"{', '.join(TASKS[:-1])} and {TASKS[-1]} models")
     return task
 
 
@@ -123,8 +134,9 @@ def yaml_task(cfg: str) -> str:
         raise CompressError(f"model yaml not found: {cfg}; use e.g. yolov8n.yaml, yolov8n-cls.yaml or a .pt") from e
 
 
-def build_from_yaml(cfg: str, task: str, nc: int, names: dict[int, str], seed: int = 0) -> nn.Module:
-    """A randomly initialised model from an Ultralytics model yaml (no download), seeded.
+def build_from_yaml(cfg: str, data: Dataset, seed: int = 0) -> nn.Module:
+    """A randomly initialised model for ``data`` (its classes, a pose set's keypoints) from an Ultralytics model yaml
+    (no download), seeded.
 
     The trainer seeds its RNGs only after it receives the model, so without the seed here two runs of the same
     command would start from different weights.
@@ -132,20 +144,22 @@ def build_from_yaml(cfg: str, task: str, nc: int, names: dict[int, str], seed: i
     Raises:
         CompressError: the yaml does not exist or builds a model of another task than the dataset's.
     """
-    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+    from ultralytics.nn import tasks
 
     built = yaml_task(cfg)
-    if built != task:
-        example = "yolov8n-cls.yaml" if task == "classify" else "yolov8n.yaml"
-        raise CompressError(f"{cfg} builds a {built} model but the dataset is for {task}; use e.g. {example}")
-    cls = ClassificationModel if task == "classify" else DetectionModel
+    if built != data.task:
+        example = {"classify": "yolov8n-cls.yaml", "detect": "yolov8n.yaml"}.get(data.task, f"yolo11n-{data.task}.yaml")
+        raise CompressError(f"{cfg} builds a {built} model but the dataset is for {data.task}; use e.g. {example}")
+    cls = {"classify": tasks.ClassificationModel, "segment": tasks.SegmentationModel, "pose": tasks.PoseModel,
+           "obb": tasks.OBBModel}.get(data.task, tasks.DetectionModel)
+    extra = {"data_kpt_shape": tuple(data.kpt_shape)} if data.task == "pose" else {}
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = cls(cfg, nc=nc, verbose=False)
+        model = cls(cfg, nc=data.nc, verbose=False, **extra)
     finally:
         torch.random.set_rng_state(state)
-    model.names = dict(names)
+    model.names = dict(data.names)
     return model
 
 

@@ -70,7 +70,7 @@ class CompressionPipeline:
         model = load_model(run.weights, "--weights") if run.weights is not None else None
         data = resolve_data(run.data, task_of(model) if model is not None else yaml_task(run.model))
         if model is None:
-            model = build_from_yaml(run.model, data.task, data.nc, data.names)
+            model = build_from_yaml(run.model, data)
         else:
             check_classes(model, data, f"--weights {run.weights}")
         self.names = [cls.name for cls in stages]

@@ -39,6 +39,7 @@ from yolo_compress.run_folder import (
     run_dir_of,
     run_lock,
 )
+from yolo_compress.validation import metric_name
 
 LOGGER = logging.getLogger(__name__)
 # set by yolo-compress from the dataset and the output path; a user value would be ignored or break the run folder
@@ -144,9 +145,10 @@ def recovery_args(lr: float, task: str, user: dict[str, Any], trained: bool) -> 
 
     Ultralytics' choice for small data (AdamW, lr0 = 0.002 x 5 / (4 + nc): 0.000714 for 10 classes) is about 7x too
     low to recover a pruned detector in a 20-epoch budget: on the built-in sets 0.005 lifts every recipe by up to 8
-    points of mAP50-95 (``benchmarks/results/accuracy_notes.md``). Classifiers keep Ultralytics' rate (not measured).
+    points of mAP50-95 (``benchmarks/results/accuracy_notes.md``). Segment, pose and obb models, detectors with a
+    task head, get it too; classifiers keep Ultralytics' rate (not measured).
     """
-    if not lr or not trained or task != "detect" or "optimizer" in user:
+    if not lr or not trained or task == "classify" or "optimizer" in user:
         return {}
     return {"recovery_lr": lr}
 
@@ -284,15 +286,11 @@ def _drop_if_empty(run_dir: Path) -> None:
 def _metrics(run_dir: Path, take: str, final: dict | None) -> dict[str, float]:
     """Validation metrics of the saved weights: Ultralytics' final validation (of best.pt), or the last epoch's.
 
-    Names are normalised: ``"metrics/mAP50-95(B)"`` -> ``"mAP50-95"``, ``"metrics/accuracy_top1"`` -> ``"top1"``.
+    Names as :func:`~yolo_compress.validation.metric_name` writes them.
     """
     if take == "best" and final:
         values = final
     else:
         rows = list(csv.DictReader((run_dir / "results.csv").open())) if (run_dir / "results.csv").is_file() else []
         values = {k.strip(): float(v) for k, v in rows[-1].items() if k.strip().startswith("metrics/")} if rows else {}
-    return {_metric_name(k): float(v) for k, v in values.items() if k.startswith("metrics/")}
-
-
-def _metric_name(key: str) -> str:
-    return key.removeprefix("metrics/").removesuffix("(B)").replace("accuracy_", "")
+    return {metric_name(k): float(v) for k, v in values.items() if k.startswith("metrics/")}

@@ -10,7 +10,8 @@ from yolo_compress.settings import Settings, non_negative, positive, setting
 
 SCHEDULES = ("constant", "cosine")
 TEACHER_INPUTS = ("same", "imagenet")
-KD_TAU = {"detect": 1.0, "classify": 4.0}  # the default temperature per task (kd_tau unset)
+# the default temperature per task (kd_tau unset): segment, pose and obb heads distil their detection outputs
+KD_TAU = {"detect": 1.0, "segment": 1.0, "pose": 1.0, "obb": 1.0, "classify": 4.0}
 FEATURES = ("cwd", "mgd")  # feature methods; ``distill.methods.FEATURE_METHODS`` builds them
 LOSSES = (*FEATURES, "kd", *(f"{name}+kd" for name in FEATURES))  # a feature loss, logit KD, or both
 DEFAULT_LOSS = "kd"  # for every task: the best measured for detectors, the only one for classifiers

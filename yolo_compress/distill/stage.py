@@ -31,9 +31,9 @@ def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, set
             args: dict[str, Any], resume: bool = False, require_resume: bool = False, take: str = "best") -> Fit:
     """Train ``model`` with ``teacher``'s guidance; save the ``take`` (best or last) weights, the student alone, to
     ``out``."""
-    from yolo_compress.patches.distill import TRAINERS
+    from yolo_compress.patches.trainers import TRAINERS, supports
 
-    if data.task not in TRAINERS:
+    if not supports("teacher", data.task):
         raise CompressError(f"distillation of {data.task} models is not supported")
     path = check_teacher(teacher, data, settings, args["imgsz"])
     return fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict(), "teacher": str(path)},
@@ -65,9 +65,9 @@ class DistillStage(TrainingStage):
 
     def check(self, model: nn.Module) -> None:
         from yolo_compress.distill.distiller import hooked_layer_names
-        from yolo_compress.patches.distill import TRAINERS
+        from yolo_compress.patches.trainers import supports
 
-        if self.ctx.data.task not in TRAINERS:
+        if not supports("teacher", self.ctx.data.task):
             raise CompressError(f"distillation of {self.ctx.data.task} models is not supported; set distill: false "
                                 "(--no-distill)")
         settings = self.config.settings_of(DistillSettings)

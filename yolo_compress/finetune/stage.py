@@ -50,7 +50,7 @@ class BaselineStage(TrainingStage):
         if c.run.weights is not None:
             return {"metrics": validate(sources["weights"], data, self.ctx.imgsz)}
         out = self.outputs()["weights"]
-        model = build_from_yaml(c.run.model, data.task, data.nc, data.names, seed=c.train_args.get("seed", 0))
+        model = build_from_yaml(c.run.model, data, seed=c.train_args.get("seed", 0))
         result = train_model(model, data, out, self.ultralytics_args(), resume)
         return {"metrics": result.metrics}
 

@@ -225,10 +225,11 @@ def _prune_head_(model: nn.Module, inputs: torch.Tensor, settings: PruneSettings
 
 
 def _head_outputs(model: nn.Module) -> list[nn.Module]:
-    """The layers of the output heads whose widths are fixed: every conv or linear layer but the inner convs."""
+    """The layers of the output heads whose widths are fixed: every conv, transposed conv (a ``Proto``'s upsampling)
+    or linear layer but the inner convs."""
     inner = {id(m) for m in head_inner_convs(model)}
     head = head_module_ids(model)
-    layers = (nn.Conv2d, nn.Linear)
+    layers = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     return [m for m in model.modules() if id(m) in head and isinstance(m, layers) and id(m) not in inner]
 
 

@@ -39,7 +39,8 @@ def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSet
     best-validating one. The |gamma| histogram is copied next to ``out`` (``sparse.pt`` ->
     ``sparse_bn_gamma_hist.png``).
     """
-    from yolo_compress.patches.sparse import HISTOGRAM_NAME, TEACHER_TRAINERS, TRAINERS
+    from yolo_compress.patches.sparse import HISTOGRAM_NAME
+    from yolo_compress.patches.trainers import TRAINERS
 
     model = deepcopy(model)
     swap_c2f_(model)
@@ -50,13 +51,12 @@ def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSet
         LOGGER.info("sparse training frees %d channels in %d layers (%.2fx fewer GFLOPs once pruned)",
                     sum(len(c) for c in plan.values()), len(plan), result.speed_up)
     extra = {**settings.to_dict(), "sparse_plan": plan}
-    trainers = TRAINERS
     if settings.sparse_distill:
         if not teacher:
             raise CompressError("sparse_distill needs a teacher: the unpruned model's checkpoint (load the model from "
                                 "a .pt file, not a yaml)")
-        trainers, extra = TEACHER_TRAINERS, {**extra, **teacher}
-    fitted = fit(model, trainers[data.task], out, data, {**args, **extra}, resume=resume, take="last",
+        extra = {**extra, **teacher}
+    fitted = fit(model, TRAINERS[data.task], out, data, {**args, **extra}, resume=resume, take="last",
                  require_resume=require_resume)
     histogram = fitted.run_dir / HISTOGRAM_NAME
     if histogram.is_file():
