@@ -187,8 +187,8 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
     assert openvino.outputs() == {"int8": tmp_path / "distill_int8_openvino_model"}
     qat = QuantizeStage(ctx(export="openvino", quantize="int8", quantize_mode="qat", batch=4))
     assert qat.outputs() == {"qat": tmp_path / "distill-qat.pt", "int8": tmp_path / "distill_int8_openvino_model"}
-    assert qat.settings()["qat_epochs"] == 3 and qat.settings()["batch"] == 4  # its training reruns it on change
-    assert "batch" not in openvino.settings()
+    assert qat.fingerprint()["qat_epochs"] == 3 and qat.fingerprint()["batch"] == 4  # its training reruns it on change
+    assert "batch" not in openvino.fingerprint()
     with pytest.raises(CompressError, match="export='foo' is not supported; use one of onnx, torchscript, openvino"):
         ctx(export="foo")
 

@@ -228,14 +228,14 @@ def test_global_bn_scale_removes_exactly_the_smallest_gammas_across_layers():
 
 
 def test_bad_models(v8n, tmp_path: Path):
-    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+    from ultralytics.nn.tasks import DetectionModel, SemanticSegmentationModel
 
     with pytest.raises(CompressError, match="multiple of the model stride"):
         prune_model(v8n, 100, PruneSettings(factor=0.5))
     with pytest.raises(CompressError, match="not an Ultralytics model"):
         prune_model(nn.Sequential(nn.Conv2d(3, 8, 3)), 64, PruneSettings(factor=0.5))
-    with pytest.raises(CompressError, match="segment model"):
-        prune_model(SegmentationModel("yolov8n-seg.yaml", nc=3, verbose=False), 64, PruneSettings(factor=0.5))
+    with pytest.raises(CompressError, match="is a semantic model .* handles detect, segment, pose, obb and classify"):
+        prune_model(SemanticSegmentationModel("yolo26n-sem.yaml", nc=3, verbose=False), 64, PruneSettings(factor=0.5))
     head_only = {"nc": NC, "backbone": [[-1, 1, "nn.Identity", []]], "head": [[[0], 1, "Detect", ["nc"]]]}
     with pytest.raises(CompressError, match="model family yolo-compress does not describe"):
         prune_model(DetectionModel(head_only, verbose=False), 64, PruneSettings(factor=0.5, head_ratio=0))

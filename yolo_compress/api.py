@@ -31,6 +31,8 @@ from yolo_compress.training import check_classes, check_train_args, output_path,
 from yolo_compress.validation import validate
 
 if TYPE_CHECKING:
+    from yolo_compress.distill import DistillSettings
+    from yolo_compress.distill.teacher import Teacher
     from yolo_compress.prune import PruneResult
     from yolo_compress.report import Row
 
@@ -120,7 +122,7 @@ class PruneModel:
                 raise CompressError("sparse_distill distils from the model's own checkpoint; load a trained .pt "
                                     "(PruneModel('model.pt')) or save it first")
             distill, kwargs = _split(DistillSettings, kwargs)
-            teacher = {**distill.to_dict(), "teacher": str(self.weights)}
+            teacher = self._teacher(self.weights, distill, kwargs)
         out, args = self._prepare(save_dir, kwargs, (SparseSettings, PruneSettings, DistillSettings))
         return self._trained(sparse_train(self.model, self.data, out, settings, target, args["imgsz"], args, resume,
                                           resume, teacher=teacher), out)
@@ -156,8 +158,9 @@ class PruneModel:
         from yolo_compress.distill.stage import distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        out, args = self._prepare(save_dir, kwargs, (DistillSettings,), extra_inputs=(Path(teacher),))
-        return self._trained(distill(self.model, teacher, self.data, out, settings, args, resume, resume), out)
+        checked = self._teacher(teacher, settings, kwargs)
+        out, args = self._prepare(save_dir, kwargs, (DistillSettings,), extra_inputs=(checked.path,))
+        return self._trained(distill(self.model, checked, self.data, out, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
                 rounds: int = 30, threads: int | None = None) -> list[Row]:
@@ -252,6 +255,13 @@ class PruneModel:
         check_disk(out.parent)
         recovery = recovery_args(lr, self.task, kwargs, trained=self.weights is not None)
         return out, train_args({**kwargs, **recovery}, self.data, imgsz, out)
+
+    def _teacher(self, path: str | Path, settings: DistillSettings, kwargs: dict[str, Any]) -> Teacher:
+        """The teacher at ``path``, checked against the data at the image size the stage will train at."""
+        from yolo_compress.distill.teacher import Teacher
+
+        imgsz = kwargs.get("imgsz", self.imgsz)
+        return Teacher.checked(path, self.data.task, self.data.nc, settings, imgsz)
 
     def _trained(self, fit: Any, out: Path) -> Path:
         self.model, self.metrics, self.run_dir, self.weights = fit.model, fit.metrics, fit.run_dir, out

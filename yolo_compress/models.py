@@ -89,10 +89,18 @@ def check_task(model: nn.Module, what: str = "model") -> str:
         family_of(model)
     except CompressError as e:
         raise CompressError(f"{what}: {e}") from None
-    task = task_of(model)
+    return _supported(task_of(model), f"{what} is a {{task}} model ({type(model).__name__})")
+
+
+def _supported(task: str, what: str) -> str:
+    """``task`` when yolo-compress handles it.
+
+    Raises:
+        CompressError: ``what`` (with ``{task}`` filled in), and the tasks it handles.
+    """
     if task not in TASKS:
-        raise CompressError(f"{what} is a {task} model ({type(model).__name__}); yolo-compress handles "
-                            f"{', '.join(TASKS[:-1])} and {TASKS[-1]} models")
+        raise CompressError(f"{what.format(task=task)}; yolo-compress handles {', '.join(TASKS[:-1])} and "
+                            f"{TASKS[-1]} models")
     return task
 
 
@@ -124,14 +132,15 @@ def yaml_task(cfg: str) -> str:
     """The task of the model an Ultralytics model yaml builds.
 
     Raises:
-        CompressError: the yaml does not exist.
+        CompressError: the yaml does not exist, or builds a model of a task yolo-compress does not handle.
     """
     from ultralytics.nn.tasks import guess_model_task, yaml_model_load
 
     try:
-        return str(guess_model_task(yaml_model_load(cfg)))
+        task = str(guess_model_task(yaml_model_load(cfg)))
     except FileNotFoundError as e:
         raise CompressError(f"model yaml not found: {cfg}; use e.g. yolov8n.yaml, yolov8n-cls.yaml or a .pt") from e
+    return _supported(task, f"{cfg} builds a {{task}} model")
 
 
 def build_from_yaml(cfg: str, data: Dataset, seed: int = 0) -> nn.Module:

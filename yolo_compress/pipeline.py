@@ -126,7 +126,7 @@ class CompressionPipeline:
         for stage in self.enabled():
             sources = {k: file_record(v) for k, v in stage.sources(result.weights).items()}
             sources["data"] = data
-            settings = json.loads(json.dumps(stage.settings(), default=str))  # as the manifest stores them
+            settings = json.loads(json.dumps(stage.fingerprint(), default=str))  # as the manifest stores them
             if self.manifest.is_done(stage.name, sources, settings):
                 LOGGER.info("%s: up to date, skipped", stage.name)
                 result.skipped.append(stage.name)

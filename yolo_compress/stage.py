@@ -156,8 +156,9 @@ class Stage(ABC):
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         """Files this stage reads, by role (``weights``, ``teacher``, ...), given earlier stages' weights."""
 
-    def settings(self) -> dict[str, Any]:
-        """Everything besides the sources that shapes this stage's result (a change reruns it)."""
+    def fingerprint(self) -> dict[str, Any]:
+        """The stage's fingerprint: everything besides the sources that shapes its result (a change reruns it; the
+        manifest records it under ``settings``)."""
         own = self.config.settings[self.name].to_dict() if self.name in self.config.settings else {}
         return {"imgsz": self.ctx.imgsz, **own}
 
@@ -211,8 +212,8 @@ class TrainingStage(Stage):
             settings.update(schedule_segment(seg, c.train_args))
         return settings
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), **self.train_settings()}
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), **self.train_settings()}
 
     def ultralytics_args(self) -> dict[str, Any]:
         """The Ultralytics train arguments of this stage, its run folder next to its output."""

@@ -27,6 +27,7 @@ from torch import nn
 from yolo_compress.dataset import Dataset
 from yolo_compress.deploy.settings import QuantizeSettings
 from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.distill.teacher import Teacher
 from yolo_compress.errors import CompressError
 from yolo_compress.models import HEAD_CONV_BRANCHES
 
@@ -165,8 +166,7 @@ def save_onnx(model: nn.Module, fp32_onnx: Path, imgsz: int) -> Path:
 
 
 def quantize_aware_distill(weights: Path, fp32: Path, data: Dataset, imgsz: int, s: QuantizeSettings,
-                           train: dict[str, Any], resume: bool = False,
-                           distill_settings: DistillSettings | None = None) -> Path:
+                           train: dict[str, Any], resume: bool = False) -> Path:
     """INT8 model of ``weights`` by quantization-aware distillation, for the runtime of its fp32 export ``fp32``
     (an OpenVINO folder: ``*_int8_openvino_model/``; an ONNX file: ``*-int8.onnx`` in QDQ form); returns its path.
 
@@ -176,7 +176,8 @@ def quantize_aware_distill(weights: Path, fp32: Path, data: Dataset, imgsz: int,
         s: calibration, float layers, ``qat_epochs`` and ``qat_lr`` (AdamW, no warm-up, no mosaic).
         train: other Ultralytics train arguments (``batch``, ``device``, ``seed``, ...).
         resume: continue an interrupted run (the run folder of :func:`qat_path`).
-        distill_settings: the distillation (default: the task's default, logit KD; ``kd_weight=0``: plain QAT).
+
+    The teacher is the fp32 model itself (not the run's teacher), with the task's default distillation (logit KD).
 
     The last epoch's weights are kept, not the best on val: the val split scores the result.
     """
@@ -187,8 +188,9 @@ def quantize_aware_distill(weights: Path, fp32: Path, data: Dataset, imgsz: int,
     out = qat_path(weights)
     student = fake_quantize(load_model(weights), data, imgsz, s.calibration, s.layers())
     args = {**train, **QAT_ARGS, "epochs": s.qat_epochs, "lr0": s.qat_lr, "close_mosaic": s.qat_epochs}
-    trained = distill(student, weights, data, out, distill_settings or DistillSettings(),
-                      train_args(args, data, imgsz, out), resume=resume, take="last").model
+    teacher = Teacher.checked(weights, data.task, data.nc, DistillSettings(), imgsz)
+    trained = distill(student, teacher, data, out, train_args(args, data, imgsz, out), resume=resume,
+                      take="last").model
     if fp32.suffix == ".onnx":
         return save_onnx(trained, fp32, imgsz)
     return save_openvino(trained, fp32, imgsz)

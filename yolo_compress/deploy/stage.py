@@ -78,9 +78,9 @@ class QuantizeStage(Stage):
             files["qat"] = qat_path(self._weights())
         return {**files, "int8": int8_output(self._weights(), self._format())}
 
-    def settings(self) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         """The quantization's settings; in ``qat`` mode also what shapes its training (batch, device, train_args)."""
-        own = super().settings()
+        own = super().fingerprint()
         if own.get("quantize_mode") != "qat":
             return own
         return {**own, **self._train()}

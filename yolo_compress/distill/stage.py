@@ -10,34 +10,22 @@ from torch import nn
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.distill.teacher import Teacher
 from yolo_compress.errors import CompressError
 from yolo_compress.stage import TrainingStage
 from yolo_compress.training import Fit, fit
 
 
-def check_teacher(teacher: str | Path, data: Dataset, settings: DistillSettings, imgsz: int) -> Path:
-    """Check the teacher before any training: it exists, is a model of the data's task and classes.
-
-    Raises:
-        CompressError: what is wrong with it, and what to pass instead.
-    """
-    from yolo_compress.distill.teacher import check_teacher_path, load_teacher
-
-    load_teacher(teacher, data.task, data.nc, settings, imgsz)
-    return check_teacher_path(teacher)
-
-
-def distill(model: nn.Module, teacher: str | Path, data: Dataset, out: Path, settings: DistillSettings,
-            args: dict[str, Any], resume: bool = False, require_resume: bool = False, take: str = "best") -> Fit:
+def distill(model: nn.Module, teacher: Teacher, data: Dataset, out: Path, args: dict[str, Any],
+            resume: bool = False, require_resume: bool = False, take: str = "best") -> Fit:
     """Train ``model`` with ``teacher``'s guidance; save the ``take`` (best or last) weights, the student alone, to
     ``out``."""
     from yolo_compress.patches.trainers import TRAINERS, supports
 
     if not supports("teacher", data.task):
         raise CompressError(f"distillation of {data.task} models is not supported")
-    path = check_teacher(teacher, data, settings, args["imgsz"])
-    return fit(model, TRAINERS[data.task], out, data, {**args, **settings.to_dict(), "teacher": str(path)},
-               resume=resume, require_resume=require_resume, take=take)
+    return fit(model, TRAINERS[data.task], out, data, {**args, **teacher.trainer_args()}, resume=resume,
+               require_resume=require_resume, take=take)
 
 
 class DistillStage(TrainingStage):
@@ -60,8 +48,8 @@ class DistillStage(TrainingStage):
         teacher = self.config.run.teacher
         return {"weights": self.start(done), "teacher": Path(teacher) if teacher else done["baseline"]}
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "distill_from": self.config.run.distill_from}
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "distill_from": self.config.run.distill_from}
 
     def check(self, model: nn.Module) -> None:
         from yolo_compress.distill.distiller import hooked_layer_names
@@ -74,10 +62,14 @@ class DistillStage(TrainingStage):
         if settings.for_task(self.ctx.data.task).feature:
             hooked_layer_names(model, settings.distill_layers)
         if self.config.run.teacher:
-            check_teacher(self.config.run.teacher, self.ctx.data, settings, self.ctx.imgsz)
+            self.teacher(Path(self.config.run.teacher))
+
+    def teacher(self, path: Path) -> Teacher:
+        """The run's teacher at ``path``, checked against its data."""
+        data = self.ctx.data
+        return Teacher.checked(path, data.task, data.nc, self.config.settings_of(DistillSettings), self.ctx.imgsz)
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        out = self.outputs()["weights"]
-        result = distill(load_model(sources["weights"]), sources["teacher"], self.ctx.data, out,
-                         self.config.settings_of(DistillSettings), self.ultralytics_args(), resume=resume)
+        result = distill(load_model(sources["weights"]), self.teacher(sources["teacher"]), self.ctx.data,
+                         self.outputs()["weights"], self.ultralytics_args(), resume=resume)
         return {"metrics": result.metrics}

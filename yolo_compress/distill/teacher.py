@@ -1,14 +1,17 @@
 """The teacher of a distillation: found, loaded, checked against the data and frozen, once per file.
 
 Detection teachers are Ultralytics checkpoints; classification teachers may also be whole torchvision modules or
-TorchScript (``distill.classifier``). The stage checks the teacher before any training and the trainer uses it:
-both get the same loaded module (cached by file path, size and modification time), so it is unpickled once.
+TorchScript (``distill.classifier``). A :class:`Teacher` (the checked file and the distillation settings) is built
+once, before any training, and handed to every stage that learns from it; the trainer loads the same module
+(cached by file path, size and modification time), so it is unpickled once.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -56,8 +59,36 @@ def _load(path: Path, size: int, mtime_ns: int, task: str, nc: int, settings: Di
 
     model = load_model(path, what="teacher")
     if task_of(model) != task:
-        raise CompressError(f"teacher {path} is a {task_of(model)} model; a detector needs a detection teacher")
+        raise CompressError(f"teacher {path} is a {task_of(model)} model; a {task} student needs a {task} teacher")
     check_class_count(model, nc, f"teacher {path}", "use a teacher trained on this dataset")
     if settings.feature:
         hooked_layer_names(model, settings.distill_layers)
     return freeze_(model)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """What a student learns from: the teacher's file and the distillation settings, checked once.
+
+    Attributes:
+        path: the teacher checkpoint (or, for classifiers, a pickled module or TorchScript), resolved.
+        settings: the distillation losses and their weights.
+    """
+
+    path: Path
+    settings: DistillSettings
+
+    @classmethod
+    def checked(cls, teacher: str | Path | None, task: str, nc: int, settings: DistillSettings,
+                imgsz: int) -> Teacher:
+        """The teacher, loaded once and checked against the data (task, classes) and the distilled layers.
+
+        Raises:
+            CompressError: see :func:`load_teacher`.
+        """
+        load_teacher(teacher, task, nc, settings, imgsz)
+        return cls(check_teacher_path(teacher), settings)
+
+    def trainer_args(self) -> dict[str, Any]:
+        """The trainer keys that switch its distillation plug-in on (``patches.distill``)."""
+        return {**self.settings.to_dict(), "teacher": str(self.path)}

@@ -39,11 +39,11 @@ class BaselineStage(TrainingStage):
         weights = self.ctx.config.run.weights
         return {"weights": Path(weights)} if weights is not None else super().outputs()
 
-    def settings(self) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         c = self.config
         if c.run.weights is not None:
             return {"imgsz": self.ctx.imgsz}
-        return {**super().settings(), "model": c.run.model}
+        return {**super().fingerprint(), "model": c.run.model}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         c, data = self.config, self.ctx.data

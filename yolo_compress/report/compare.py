@@ -42,8 +42,8 @@ class Row:
         name: row label (the stage).
         params: parameter count.
         gflops: GFLOPs at the report's image size.
-        accuracy: ``mAP50``, ``mAP50_95`` (detect) or ``top1``, ``top5`` (classify), plus ``rel_precision``,
-            ``rel_recall``, ``rel_f1`` for datasets with parent labels.
+        accuracy: ``mAP50``, ``mAP50_95`` (box; with ``mask_`` or ``pose_`` twins for segment and pose) or ``top1``,
+            ``top5`` (classify), plus ``rel_precision``, ``rel_recall``, ``rel_f1`` for datasets with parent labels.
         size_mb: file size.
         latency_ms: median batch-1 CPU latency.
         speed_up: latency of the first row / this row's.
@@ -69,9 +69,15 @@ class Row:
 
 
 def _accuracy(metrics: dict[str, float]) -> dict[str, float]:
+    """The report's accuracy columns: top-1/5, or box mAP and, for segment and pose, mask or keypoint (OKS) mAP."""
     if "top1" in metrics:
         return {"top1": metrics["top1"], "top5": metrics["top5"]}
-    return {"mAP50": metrics["mAP50"], "mAP50_95": metrics["mAP50-95"]}
+    out = {}
+    for kind in ("", "mask ", "pose "):
+        if f"{kind}mAP50-95" in metrics:
+            prefix = kind.replace(" ", "_")
+            out.update({f"{prefix}mAP50": metrics[f"{kind}mAP50"], f"{prefix}mAP50_95": metrics[f"{kind}mAP50-95"]})
+    return out
 
 
 def runtime_of(path: Path) -> str:

@@ -67,7 +67,8 @@ def _plot(rows: list[dict[str, Any]]) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    metric = next((m for m in ("mAP50_95", "top1") if m in _columns(rows)), None)
+    # the task's main metric: masks for segment, keypoints for pose, else boxes (detect, obb) or top-1
+    metric = next((m for m in ("mask_mAP50_95", "pose_mAP50_95", "mAP50_95", "top1") if m in _columns(rows)), None)
     fig = Figure(figsize=(6, 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

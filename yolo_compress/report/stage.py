@@ -22,8 +22,8 @@ class CompareStage(Stage):
     def outputs(self) -> dict[str, Path]:
         return report_paths(self.ctx.out)
 
-    def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "latency_rounds": self.config.run.latency_rounds}
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "latency_rounds": self.config.run.latency_rounds}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
         rows = compare(list(sources.values()), self.ctx.data, self.ctx.imgsz, names=list(sources),

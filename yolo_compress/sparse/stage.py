@@ -1,7 +1,8 @@
 """Run sparse training: from ``PruneModel.sparse_train`` and as the pipeline's ``sparse`` stage.
 
 Sparse training frees the channels the pruning target will remove, so it asks the pruner for its plan
-(``yolo_compress.prune.plan_channels``): the one place where an earlier stage uses a later one's code.
+(``yolo_compress.prune.plan_channels``), and with ``sparse_distill`` it learns from distillation's ``Teacher``: the
+one place where an earlier stage uses later ones' code.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 
 from yolo_compress.checkpoint import atomic_write_bytes, load_model
 from yolo_compress.dataset import Dataset
+from yolo_compress.distill.settings import DistillSettings
+from yolo_compress.distill.teacher import Teacher
 from yolo_compress.errors import CompressError
 from yolo_compress.prune import PruneSettings, plan_channels, swap_c2f_
 from yolo_compress.sparse.settings import SparseSettings
@@ -27,12 +30,11 @@ LOGGER = logging.getLogger(__name__)
 
 def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSettings, target: PruneSettings,
                  imgsz: int, args: dict[str, Any], resume: bool = False, require_resume: bool = False,
-                 teacher: dict[str, Any] | None = None) -> Fit:
+                 teacher: Teacher | None = None) -> Fit:
     """Free the channels ``target`` would prune while training (or pull every scale, ``sparse_method="l1"``);
     save the final weights to ``out``.
 
-    ``teacher`` (with ``sparse_distill``): the distillation trainer keywords, ``teacher`` (a checkpoint path) and
-    the distillation settings; the student then also learns from the teacher while its channels are freed.
+    ``teacher`` (with ``sparse_distill``): the student also learns from it while its channels are freed.
 
     The C2f blocks are swapped for their exact chunk-free twins first (what pruning does too), so the plan names
     the layers of the trained network. The final epoch is kept (its freed channels are exactly zero), not the
@@ -55,7 +57,7 @@ def sparse_train(model: nn.Module, data: Dataset, out: Path, settings: SparseSet
         if not teacher:
             raise CompressError("sparse_distill needs a teacher: the unpruned model's checkpoint (load the model from "
                                 "a .pt file, not a yaml)")
-        extra = {**extra, **teacher}
+        extra = {**extra, **teacher.trainer_args()}
     fitted = fit(model, TRAINERS[data.task], out, data, {**args, **extra}, resume=resume, take="last",
                  require_resume=require_resume)
     histogram = fitted.run_dir / HISTOGRAM_NAME
@@ -77,25 +79,24 @@ class SparseStage(TrainingStage):
     follows = ("baseline",)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
-        teacher = self.config.run.teacher if self._teacher() else None
+        teacher = self.config.run.teacher if self._distils() else None
         return {"weights": self.start(done), **({"teacher": Path(teacher)} if teacher else {})}
 
-    def _teacher(self) -> dict[str, Any]:
-        """The distill stage's settings, when this stage distils (from the run's ``teacher``, else its own input, the
-        unpruned model); read by stage name, so sparse training needs nothing of the later stage's code."""
-        on = self.config.settings_of(SparseSettings).sparse_distill
-        return self.config.settings["distill"].to_dict() if on else {}
+    def _distils(self) -> bool:
+        return self.config.settings_of(SparseSettings).sparse_distill
 
-    def settings(self) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         target = self.config.settings_of(PruneSettings).target()
-        return {**super().settings(), **target, **self._teacher()}
+        distill = self.config.settings_of(DistillSettings).to_dict() if self._distils() else {}
+        return {**super().fingerprint(), **target, **distill}
 
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
-        c = self.config
-        teacher = self._teacher()
-        if teacher:
-            teacher["teacher"] = str(sources.get("teacher", sources["weights"]))
-        result = sparse_train(load_model(sources["weights"]), self.ctx.data, self.outputs()["weights"],
+        """Sparse-train; with ``sparse_distill``, learning from the run's ``teacher``, else from its own input (the
+        unpruned model), with the distill stage's settings."""
+        c, data = self.config, self.ctx.data
+        teacher = Teacher.checked(sources.get("teacher", sources["weights"]), data.task, data.nc,
+                                  c.settings_of(DistillSettings), self.ctx.imgsz) if self._distils() else None
+        result = sparse_train(load_model(sources["weights"]), data, self.outputs()["weights"],
                               c.settings_of(SparseSettings), c.settings_of(PruneSettings), self.ctx.imgsz,
-                              self.ultralytics_args(), resume, teacher=teacher or None)
+                              self.ultralytics_args(), resume, teacher=teacher)
         return {"metrics": result.metrics}
