@@ -61,7 +61,7 @@ def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
     task = "classify" if name.endswith("-cls") else "detect"
     model = build_from_yaml(f"{name}.yaml", Dataset(Path("-"), task, {i: str(i) for i in range(4)}, IMGSZ, Path("-")))
     pruned, result = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
-    assert 2.0 <= result.speed_up <= 2.04, result.speed_up
+    assert 0.99 * 2.0 <= result.speed_up <= 1.02 * 2.0, result.speed_up  # at most 1% under (see pruner), 2% over
     assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)
     attention = [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(pruned)]
     assert attention == [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(model)]

@@ -93,7 +93,7 @@ def test_prune_keeps_the_task_outputs_and_lands_within_2_percent(name, task_yaml
     task = {"seg": "segment", "pose": "pose", "obb": "obb"}[name.rsplit("-", 1)[1]]
     model = build_from_yaml(f"{name}.yaml", resolve_data(task_yaml[task], task))
     pruned, result = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
-    assert 2.0 <= result.speed_up <= 2.04, result.speed_up
+    assert 0.99 * 2.0 <= result.speed_up <= 1.02 * 2.0, result.speed_up  # at most 1% under (see pruner), 2% over
     assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)
     assert _fixed_widths(pruned) == _fixed_widths(model)
     model.eval(), pruned.eval()

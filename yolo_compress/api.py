@@ -116,14 +116,14 @@ class PruneModel:
 
         settings, kwargs = _split(SparseSettings, kwargs)
         target, kwargs = _split(PruneSettings, kwargs, only=TARGET_KEYS)
-        teacher = None
+        distill = None
         if settings.sparse_distill:
             if self.weights is None:
                 raise CompressError("sparse_distill distils from the model's own checkpoint; load a trained .pt "
                                     "(PruneModel('model.pt')) or save it first")
             distill, kwargs = _split(DistillSettings, kwargs)
-            teacher = self._teacher(self.weights, distill, kwargs)
         out, args = self._prepare(save_dir, kwargs, (SparseSettings, PruneSettings, DistillSettings))
+        teacher = self._teacher(self.weights, distill, args["imgsz"]) if distill else None
         return self._trained(sparse_train(self.model, self.data, out, settings, target, args["imgsz"], args, resume,
                                           resume, teacher=teacher), out)
 
@@ -158,8 +158,8 @@ class PruneModel:
         from yolo_compress.distill.stage import distill
 
         settings, kwargs = _split(DistillSettings, kwargs)
-        checked = self._teacher(teacher, settings, kwargs)
-        out, args = self._prepare(save_dir, kwargs, (DistillSettings,), extra_inputs=(checked.path,))
+        out, args = self._prepare(save_dir, kwargs, (DistillSettings,), extra_inputs=(Path(teacher),))
+        checked = self._teacher(teacher, settings, args["imgsz"])
         return self._trained(distill(self.model, checked, self.data, out, args, resume, resume), out)
 
     def compare(self, weights: list[str | Path], out_dir: str | Path = "weights", names: list[str] | None = None,
@@ -256,11 +256,10 @@ class PruneModel:
         recovery = recovery_args(lr, self.task, kwargs, trained=self.weights is not None)
         return out, train_args({**kwargs, **recovery}, self.data, imgsz, out)
 
-    def _teacher(self, path: str | Path, settings: DistillSettings, kwargs: dict[str, Any]) -> Teacher:
-        """The teacher at ``path``, checked against the data at the image size the stage will train at."""
+    def _teacher(self, path: str | Path, settings: DistillSettings, imgsz: int) -> Teacher:
+        """The teacher at ``path``, checked against the data at the image size the stage trains at."""
         from yolo_compress.distill.teacher import Teacher
 
-        imgsz = kwargs.get("imgsz", self.imgsz)
         return Teacher.checked(path, self.data.task, self.data.nc, settings, imgsz)
 
     def _trained(self, fit: Any, out: Path) -> Path:

@@ -5,7 +5,7 @@ Every stage asks these questions; they are answered here once. Checked against U
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -13,8 +13,16 @@ from torch import nn
 from yolo_compress.errors import CompressError
 from yolo_compress.families import family_of
 
-if TYPE_CHECKING:
-    from yolo_compress.dataset import Dataset
+
+class DataSpec(Protocol):
+    """What building a model needs of a dataset (``yolo_compress.dataset.Dataset`` has it)."""
+
+    task: str
+    names: dict[int, str]
+    kpt_shape: tuple[int, int] | None
+
+    @property
+    def nc(self) -> int: ...
 
 TASKS = ("detect", "segment", "pose", "obb", "classify")
 # the heads' output branches of detection and its three task heads (Segment's mask coefficients, Pose's keypoints,
@@ -143,7 +151,7 @@ def yaml_task(cfg: str) -> str:
     return _supported(task, f"{cfg} builds a {{task}} model")
 
 
-def build_from_yaml(cfg: str, data: Dataset, seed: int = 0) -> nn.Module:
+def build_from_yaml(cfg: str, data: DataSpec, seed: int = 0) -> nn.Module:
     """A randomly initialised model for ``data`` (its classes, a pose set's keypoints) from an Ultralytics model yaml
     (no download), seeded.
 
