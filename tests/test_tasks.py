@@ -151,3 +151,18 @@ def test_a_model_of_an_unsupported_task_is_one_error_line(tmp_path, capsys):
     assert main(["prune", "--weights", "yolo26n-depth.yaml", "--imgsz", "64", "--save", str(tmp_path / "p.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "builds a depth model; yolo-compress handles detect, segment, pose, obb and" in err[0]
+
+
+def test_a_segmentation_model_goes_through_the_pipeline(task_yaml, tmp_path):
+    """``run`` on a segment model: baseline, prune, distillation from the unpruned model, the table with mask mAP."""
+    from yolo_compress.config import load_config
+    from yolo_compress.pipeline import CompressionPipeline
+
+    cfg = load_config(model="yolov8n-seg.yaml", data=str(task_yaml["segment"]), out=str(tmp_path / "o"),
+                      imgsz=IMGSZ, epochs=1, batch=8)
+    result = CompressionPipeline(cfg).run()
+    assert result.ran == ["baseline", "prune", "distill", "compare"]
+    rows = {r["name"]: r for r in result.rows}
+    assert rows["distill"]["gflops"] < 0.55 * rows["baseline"]["gflops"]
+    assert {"mAP50_95", "mask_mAP50_95"} <= set(rows["distill"])
+    assert "mask_mAP50_95" in (tmp_path / "o" / "compare.csv").read_text().splitlines()[0]
