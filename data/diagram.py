@@ -170,7 +170,8 @@ def make_diagram_dataset(
     if n_train < 1 or n_val < 1 or imgsz < 64:
         raise CompressError(f"need --train >= 1, --val >= 1, --imgsz >= 64; got {n_train}, {n_val}, {imgsz}")
     counts = {"train": n_train, "val": n_val}
-    return write_yolo_dataset(root, NAMES, render_diagram, counts, imgsz, seed, extra_files=_write_parents)
+    return write_yolo_dataset(root, NAMES, render_diagram, counts, imgsz, seed, extra_files=_write_parents,
+                              label_columns=5)
 
 
 def read_parent_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

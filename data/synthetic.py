@@ -61,6 +61,7 @@ def write_yolo_dataset(
     seed: int,
     extra_files: Callable[[Path, str, str, list], None] | None = None,
     yaml_extra: dict | None = None,
+    label_columns: int | None = None,
 ) -> Path:
     """Render ``counts[split]`` images per split and write images, labels and ``<root>/data.yaml``.
 
@@ -76,6 +77,8 @@ def write_yolo_dataset(
         seed: base seed; image ``i`` of split ``s`` uses ``(seed, s, i)``.
         extra_files: optional ``fn(tmp_root, split, stem, rows)`` writing more per-image files.
         yaml_extra: more keys for ``data.yaml`` (a pose set's ``kpt_shape`` and ``flip_idx``).
+        label_columns: how many leading values of a row its label holds (the rest is for ``extra_files``);
+            ``None``: the whole row.
 
     Returns:
         Path of the written ``data.yaml``.
@@ -91,7 +94,7 @@ def write_yolo_dataset(
                 rows = render(img, rng)
                 stem = f"{split}_{i:05d}"
                 cv2.imwrite(str(tmp / "images" / split / f"{stem}.png"), img)
-                lines = [" ".join((str(r[0]), *(f"{v:.6f}" for v in r[1:]))) for r in rows]
+                lines = [" ".join((str(r[0]), *(f"{v:.6f}" for v in r[1:label_columns]))) for r in rows]
                 (tmp / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
                 if extra_files is not None:
                     extra_files(tmp, split, stem, rows)

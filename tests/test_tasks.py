@@ -26,7 +26,7 @@ def task_yaml(tmp_path_factory) -> dict[str, Path]:
     from yolo_compress.data.tasks import make_task_dataset
 
     root = tmp_path_factory.mktemp("tasks")
-    return {task: make_task_dataset(task, root / task, n_train=16, n_val=8, imgsz=IMGSZ) for task in TASKS}
+    return {task: make_task_dataset(task, root / task, n_train=8, n_val=4, imgsz=IMGSZ) for task in TASKS}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def test_generated_data_passes_ultralytics_checks_and_is_deterministic(task, tas
     images = sorted((task_yaml[task].parent / "images" / "train").glob("*.png"))
     results = verify_labels(images, spec, keypoints=task == "pose")  # Ultralytics' verify_image_label
     assert all(kept and not message for kept, message in results)
-    again = make_task_dataset(task, tmp_path / task, n_train=16, n_val=8, imgsz=IMGSZ)
+    again = make_task_dataset(task, tmp_path / task, n_train=8, n_val=4, imgsz=IMGSZ)
     first, second = label_files(images), label_files(sorted((again.parent / "images" / "train").glob("*.png")))
     assert [a.read_text() for a in first] == [b.read_text() for b in second]
     rows = [np.array(line.split(), float) for f in first for line in f.read_text().splitlines()]
@@ -88,7 +88,7 @@ def _outputs(out) -> list[torch.Tensor]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["yolov8n-seg", "yolov8n-pose", "yolov8n-obb", "yolo11n-seg", "yolo26n-seg"])
+@pytest.mark.parametrize("name", ["yolov8n-seg", "yolov8n-pose", "yolov8n-obb", "yolo26n-seg"])
 def test_prune_keeps_the_task_outputs_and_lands_within_2_percent(name, task_yaml):
     task = {"seg": "segment", "pose": "pose", "obb": "obb"}[name.rsplit("-", 1)[1]]
     model = build_from_yaml(f"{name}.yaml", resolve_data(task_yaml[task], task))
@@ -114,7 +114,7 @@ def task_pruned(task_pt, task_yaml, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", ["pose", "obb"])  # segment: test_a_segmentation_model_goes_through_the_pipeline
 def test_one_epoch_of_distillation_runs_with_finite_losses(task, task_pt, task_pruned, task_yaml, tmp_path):
     pm = PruneModel(task_pruned[task], data=task_yaml[task], imgsz=IMGSZ)
     out = pm.distill(task_pt[task], loss="cwd+kd", save_dir=tmp_path / "d.pt", epochs=1, batch=8, plots=False)
@@ -154,7 +154,8 @@ def test_a_model_of_an_unsupported_task_is_one_error_line(tmp_path, capsys):
 
 
 def test_a_segmentation_model_goes_through_the_pipeline(task_yaml, tmp_path):
-    """``run`` on a segment model: baseline, prune, distillation from the unpruned model, the table with mask mAP."""
+    """``run`` on a segment model: baseline, prune, one epoch of distillation (logit KD) from the unpruned model, the
+    table with mask mAP."""
     from yolo_compress.config import load_config
     from yolo_compress.pipeline import CompressionPipeline
 
@@ -166,3 +167,6 @@ def test_a_segmentation_model_goes_through_the_pipeline(task_yaml, tmp_path):
     assert rows["distill"]["gflops"] < 0.55 * rows["baseline"]["gflops"]
     assert {"mAP50_95", "mask_mAP50_95"} <= set(rows["distill"])
     assert "mask_mAP50_95" in (tmp_path / "o" / "compare.csv").read_text().splitlines()[0]
+    header, row = (tmp_path / "o" / "runs" / "distill" / "results.csv").read_text().strip().splitlines()[:2]
+    losses = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(",")) if "loss" in k}
+    assert "train/kd_loss" in losses and all(math.isfinite(v) for v in losses.values())  # one epoch of KD
