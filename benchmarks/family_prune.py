@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yolo_compress  # noqa: F401  (offline runtime settings)
 from yolo_compress.dataset import Dataset
+from yolo_compress.errors import CompressError
 from yolo_compress.models import build_from_yaml, yaml_task
 from yolo_compress.patches import runtime
 from yolo_compress.prune import PruneSettings, prune_model
@@ -43,7 +44,10 @@ def prune_once(name: str, imgsz: int, target: float) -> dict:
                    kpt_shape=(17, 3) if task == "pose" else None)
     model = build_from_yaml(f"{name}.yaml", data)
     t0 = time.perf_counter()
-    _, result = prune_model(model, imgsz, PruneSettings(speed_up=target))
+    try:
+        _, result = prune_model(model, imgsz, PruneSettings(speed_up=target))
+    except CompressError as e:  # a target the model cannot reach is a result too
+        return {"seconds": time.perf_counter() - t0, "speed_up": None, "steps": None, "error": str(e)}
     return {"seconds": time.perf_counter() - t0, "speed_up": result.speed_up, "steps": result.steps}
 
 
@@ -62,17 +66,20 @@ def measure(models: tuple[str, ...], imgsz: int, targets: list[float], repeats: 
         detector = m.rsplit("-", 1)[0]
         own = statistics.median(d["seconds"] for d in runs[(detector, t)]) if (
             detector != m and (detector, t) in runs) else None
-        landed = done[0]["speed_up"]  # deterministic: every repeat lands on the same widths
+        landed = done[0]["speed_up"]  # deterministic: every repeat lands on the same widths (None: unreachable)
         rows.append({"model": m, "target": t, "seconds": round(seconds, 2), "seconds_all": [round(d["seconds"], 2)
                      for d in done], "time_vs_yolov8n": round(seconds / base, 2) if base else None,
                      "time_vs_detector": round(seconds / own, 2) if own else None,
-                     "speed_up": round(landed, 4), "off_target": round(landed / t - 1, 4), "steps": done[0]["steps"]})
+                     "speed_up": landed and round(landed, 4), "off_target": landed and round(landed / t - 1, 4),
+                     "steps": done[0]["steps"],
+                     **({"error": done[0]["error"]} if "error" in done[0] else {})})
     return rows
 
 
 def targets_met(rows: list[dict]) -> dict[str, bool]:
     return {
-        "every model within 1% of the GFLOPs target": all(abs(r["off_target"]) <= LAND_WITHIN for r in rows),
+        "every model within 1% of the GFLOPs target": all(
+            r["off_target"] is not None and abs(r["off_target"]) <= LAND_WITHIN for r in rows),
         "YOLO11n and YOLO26n prune in <= 2x YOLOv8n's time": all(
             r["time_vs_yolov8n"] <= TIME_LIMIT for r in rows if r["model"] in ("yolo11n", "yolo26n")),
         "a segmentation model prunes in <= 2x its detector's time": all(
@@ -89,8 +96,11 @@ def render(rows: list[dict], meta: dict, met: dict[str, bool]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         vs, own = (("" if r[k] is None else f"{r[k]:.2f}x") for k in ("time_vs_yolov8n", "time_vs_detector"))
-        lines.append(f"| {r['model']} | {r['target']:g}x | {r['seconds']:.2f} | {vs} | {own} | {r['speed_up']:.3f} | "
-                     f"{100 * r['off_target']:+.2f}% | {r['steps']} |")
+        landed, off = ("unreachable", "") if r["speed_up"] is None else (
+            f"{r['speed_up']:.3f}", f"{100 * r['off_target']:+.2f}%")
+        lines.append(f"| {r['model']} | {r['target']:g}x | {r['seconds']:.2f} | {vs} | {own} | {landed} | {off} | "
+                     f"{r['steps']} |")
+    lines += ["", *(f"- {r['model']} {r['target']:g}x: {r['error']}" for r in rows if "error" in r)]
     lines += ["", *(f"- {name}: **{'met' if ok else 'missed'}**" for name, ok in met.items()), ""]
     return "\n".join(lines)
 
