@@ -113,20 +113,8 @@ def test_one_epoch_of_distillation_trains_with_finite_losses(name, family_pt, pr
 
 
 @pytest.mark.parametrize("name", ["yolo11n", "yolo26n"])
-def test_pruned_model_exports_to_onnx_with_the_same_outputs(name, pruned_pt, tmp_path):
-    import onnxruntime as ort
-    from ultralytics import YOLO
-
-    src = tmp_path / f"{name}.pt"
-    src.write_bytes(pruned_pt[name].read_bytes())
-    onnx = Path(YOLO(str(src)).export(format="onnx", imgsz=IMGSZ))
-    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})[0]
-    model = YOLO(str(src)).model.float().eval()
-    with torch.no_grad():
-        want = model(torch.from_numpy(x))
-    want = (want[0] if isinstance(want, (tuple, list)) else want).numpy()
+def test_pruned_model_exports_to_onnx_with_the_same_outputs(name, pruned_pt, onnx_and_torch):
+    got, want = (outputs[0] for outputs in onnx_and_torch(pruned_pt[name], IMGSZ))
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-3 * max(1.0, np.abs(want).max())
 

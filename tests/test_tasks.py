@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import flat_outputs
 
 from yolo_compress import CompressError, PruneModel
 from yolo_compress.checkpoint import load_model, save_checkpoint
@@ -81,12 +82,6 @@ def _fixed_widths(model: torch.nn.Module) -> dict[str, int]:
     return out
 
 
-def _outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    return [t for o in out for t in _outputs(o)] if isinstance(out, (list, tuple)) else []
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", ["yolov8n-seg", "yolov8n-pose", "yolov8n-obb", "yolo26n-seg"])
 def test_prune_keeps_the_task_outputs_and_lands_within_2_percent(name, task_yaml):
@@ -99,7 +94,7 @@ def test_prune_keeps_the_task_outputs_and_lands_within_2_percent(name, task_yaml
     model.eval(), pruned.eval()
     x = torch.rand(2, 3, IMGSZ, IMGSZ)
     with torch.no_grad():
-        assert [t.shape for t in _outputs(model(x))] == [t.shape for t in _outputs(pruned(x))]
+        assert [t.shape for t in flat_outputs(model(x))] == [t.shape for t in flat_outputs(pruned(x))]
 
 
 # ---- training and export ------------------------------------------------------------------------------------------
@@ -129,19 +124,8 @@ def test_one_epoch_of_distillation_runs_with_finite_losses(task, task_pt, task_p
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_pruned_model_exports_to_onnx_with_the_same_outputs(task, task_pruned, tmp_path):
-    import onnxruntime as ort
-    from ultralytics import YOLO
-
-    src = tmp_path / f"{task}.pt"
-    src.write_bytes(task_pruned[task].read_bytes())
-    onnx = Path(YOLO(str(src)).export(format="onnx", imgsz=IMGSZ))
-    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x})
-    model = YOLO(str(src)).model.float().eval()
-    with torch.no_grad():
-        want = [t.numpy() for t in _outputs(model(torch.from_numpy(x)))][:len(got)]
+def test_pruned_model_exports_to_onnx_with_the_same_outputs(task, task_pruned, onnx_and_torch):
+    got, want = onnx_and_torch(task_pruned[task], IMGSZ)
     assert [g.shape for g in got] == [w.shape for w in want]
     for g, w in zip(got, want):
         assert np.abs(g - w).max() < 1e-3 * max(1.0, np.abs(w).max())
