@@ -1,7 +1,7 @@
 """Does every stage earn its place? Compression recipes at an equal training budget, paired over seeds.
 
 Every recipe starts from the same converged baseline and gets the same number of training epochs after it (sparse
-training, fine-tuning and distillation all count: ``CompressionPipeline.budget()`` is checked against the budget
+training, fine-tuning and distillation all count: its plan's ``budget`` is checked against the budget
 and a recipe that spends more or less is refused). Each recipe is a set of pipeline config keys:
 
     A        prune with torch-pruning's default criterion (group magnitude) and the Detect head kept whole, as its
@@ -168,15 +168,15 @@ class Bench:
                              teacher)
         config = load_config(**keys)
         pipeline = CompressionPipeline(config)
-        fingerprint = run_fingerprint(baseline, config, [s.name for s in pipeline.enabled()], self.work)
+        fingerprint = run_fingerprint(baseline, config, [s.name for s in pipeline.stages], self.work)
         if self.runs["runs"].get(run_id, {}).get("fingerprint") == fingerprint:
             return
-        spent = pipeline.budget()
+        spent = pipeline.ctx.plan.budget
         check_budget(spent, budget, run_id)
         load0, t0, cpu0 = os.getloadavg()[0], time.time(), time.process_time()
         result = pipeline.run()
         seconds, cpu = round(time.time() - t0), round(time.process_time() - cpu0)
-        final = result.weights[pipeline.ctx.final]
+        final = result.weights[pipeline.ctx.plan.final]
         test = validate(final, resolve_data(data), pipeline.ctx.imgsz, split="test")
         self.runs["runs"][run_id] = {
             "fingerprint": fingerprint, "map": test["mAP50-95"], "map50": test["mAP50"], "seed": seed,

@@ -151,8 +151,9 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
     """Which files each stage reads and writes, as the pipeline passes them (no training)."""
     from yolo_compress.deploy.stage import ExportStage, QuantizeStage
     from yolo_compress.distill.stage import DistillStage
-    from yolo_compress.pipeline import planned
+    from yolo_compress.plan import make_plan
     from yolo_compress.stage import RunContext
+    from yolo_compress.stages import STAGES as PIPELINE_STAGES
 
     done = {s: tmp_path / f"{s}.pt" for s in ("baseline", "sparse", "prune", "finetune", "distill")}
 
@@ -160,7 +161,7 @@ def test_stage_wiring_distill_from_and_export(tiny_yaml, tmp_path):
         cfg = load_config(data=str(tiny_yaml), out=str(tmp_path), **kw)
         from yolo_compress.dataset import resolve_data
 
-        return planned(RunContext(config=cfg, out=tmp_path, data=resolve_data(tiny_yaml), imgsz=64))
+        return RunContext(cfg, make_plan(PIPELINE_STAGES, cfg), tmp_path, resolve_data(tiny_yaml), 64)
 
     assert DistillStage(ctx()).sources(done) == {"weights": done["prune"], "teacher": done["baseline"]}
     assert DistillStage(ctx(distill_from="finetune")).sources(done)["weights"] == done["finetune"]

@@ -92,9 +92,9 @@ def test_the_bare_run_compresses_the_shipped_baseline_on_the_built_in_data(tmp_p
     pipeline = CompressionPipeline(load_config(out=str(tmp_path / "weights")))
     assert pipeline.ctx.config.run.weights == str(SHIPPED_BASELINE)
     assert pipeline.ctx.data.path.parent.name == "shapes" and pipeline.ctx.imgsz == 160
-    assert [s.name for s in pipeline.enabled()] == ["baseline", "prune", "distill", "compare"]  # no reference
-    assert pipeline.budget() == {"distill": 20} and pipeline.ctx.final == "distill"
+    assert [s.name for s in pipeline.stages] == ["baseline", "prune", "distill", "compare"]  # no reference
+    assert pipeline.ctx.plan.budget == {"distill": 20} and pipeline.ctx.plan.final == "distill"
     with_reference = CompressionPipeline(load_config(out=str(tmp_path / "weights"), reference=True))
-    assert [s.name for s in with_reference.enabled()] == ["baseline", "prune", "finetune", "distill", "compare"]
-    segments = with_reference.ctx.segments  # the reference trains on distillation's epochs, outside the budget
-    assert segments["finetune"] == segments["distill"] and with_reference.budget() == {"distill": 20}
+    assert [s.name for s in with_reference.stages] == ["baseline", "prune", "finetune", "distill", "compare"]
+    segments = with_reference.ctx.plan.segments  # the reference trains on distillation's epochs, outside the budget
+    assert segments["finetune"] == segments["distill"] and with_reference.ctx.plan.budget == {"distill": 20}

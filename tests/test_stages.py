@@ -16,15 +16,14 @@ import pytest
 import torch
 
 from yolo_compress import CompressError
-from yolo_compress.budget import budget_used
 from yolo_compress.checkpoint import atomic_write_bytes
 from yolo_compress.cli import build_parser, main
 from yolo_compress.config import config_keys, load_config
 from yolo_compress.finetune.stage import BaselineStage
-from yolo_compress.pipeline import planned
+from yolo_compress.plan import make_plan
 from yolo_compress.prune.stage import PruneStage
 from yolo_compress.settings import Settings, positive, setting
-from yolo_compress.stage import RunContext, Segment, Stage, schedule_segment
+from yolo_compress.stage import Command, RunContext, Segment, Stage, schedule_segment
 from yolo_compress.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,20 +37,26 @@ class PolishSettings(Settings):
 
 
 class PolishStage(Stage):
-    """Copy the pruned weights, recording the strength it was given."""
+    """Copy the pruned weights, writing down the strength it was given."""
 
     name = "polish"
     settings_cls = PolishSettings
     switch = True
     makes_weights = True
     follows = ("prune",)
+    command = Command("polish", "copy a checkpoint (a stage of this test only)")  # PruneModel.apply runs it
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": done["prune"]}
 
+    def outputs(self) -> dict[str, Path]:
+        return {**super().outputs(), "note": self.ctx.out / "polish.txt"}
+
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
+        strength = self.config.settings_of(PolishSettings).polish_strength
         atomic_write_bytes(self.outputs()["weights"], sources["weights"].read_bytes())
-        return {"strength": self.config.settings_of(PolishSettings).polish_strength}
+        atomic_write_bytes(self.outputs()["note"], str(strength).encode())
+        return {"strength": strength}
 
 
 LOCAL_STAGES = (BaselineStage, PruneStage, PolishStage)
@@ -83,21 +88,44 @@ def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path):
     assert (out / "polish.pt").read_bytes() == (out / "prune.pt").read_bytes()
 
 
+def test_a_new_stage_gets_its_subcommand_and_api_entry(tiny_yaml, tmp_path):
+    """The stage's declaration alone gives ``yolo-compress polish`` (its settings as flags) and
+    ``PruneModel.apply("polish")``; neither cli.py nor api.py names it."""
+    from yolo_compress import PruneModel
+    from yolo_compress.checkpoint import save_checkpoint
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.models import build_from_yaml
+
+    assert "polish" not in build_parser()._subparsers._group_actions[0].choices  # the real list is untouched
+    ns = build_parser(LOCAL_STAGES).parse_args(["polish", "--weights", "w.pt", "--polish-strength", "0.7"])
+    assert (ns.command, ns.polish_strength, ns.out) == ("polish", 0.7, "weights")
+    weights = tmp_path / "base.pt"
+    save_checkpoint(build_from_yaml("yolov8n.yaml", resolve_data(tiny_yaml)), weights)
+    code = main(["polish", "--weights", str(weights), "--data", str(tiny_yaml), "--imgsz", "64", "--out",
+                 str(tmp_path / "cli"), "--polish-strength", "0.7"], stages=LOCAL_STAGES)
+    assert code == 0 and (tmp_path / "cli" / "polish.txt").read_text() == "0.7"
+    assert (tmp_path / "cli" / "polish.pt").read_bytes() == weights.read_bytes()
+    pm = PruneModel(weights, data=tiny_yaml, imgsz=64)
+    outputs = pm.apply("polish", out=tmp_path / "api", stages=LOCAL_STAGES, polish_strength=0.9)
+    assert outputs["note"].read_text() == "0.9" and pm.weights == outputs["weights"] == tmp_path / "api" / "polish.pt"
+    with pytest.raises(CompressError, match="polish_strength=-1.0: must be > 0"):
+        pm.apply("polish", out=tmp_path / "api", stages=LOCAL_STAGES, polish_strength=-1.0)
+
+
 def _plan(**keys: Any) -> tuple[dict[str, Segment], dict[str, int]]:
-    ctx = planned(RunContext(config=load_config(**keys), out=Path("unused"), data=None, imgsz=64))
-    running = [s for s in (cls(ctx) for cls in STAGES) if s.enabled()]  # planning reads the config only
-    return ctx.segments, budget_used(ctx.segments, running)
+    plan = make_plan(STAGES, load_config(**keys))  # planning reads the config only
+    return plan.segments, plan.budget
 
 
 def test_recovery_lr_goes_to_detector_stages_after_the_baseline_unless_an_optimizer_is_set():
     from types import SimpleNamespace
 
     def lrs(task: str = "detect", **keys: Any) -> dict[str, Any]:
-        ctx = planned(RunContext(config=load_config(**keys), out=Path("unused"), data=SimpleNamespace(task=task),
-                                 imgsz=64))
-        stages = [cls(ctx) for cls in STAGES]
-        return {s.name: s.train_settings().get("recovery_lr") for s in stages if hasattr(s, "train_settings")
-                and s.enabled()}
+        config = load_config(**keys)
+        plan = make_plan(STAGES, config)
+        ctx = RunContext(config, plan, Path("unused"), SimpleNamespace(task=task), 64)
+        stages = [cls(ctx) for cls in STAGES if cls.name in plan.running]
+        return {s.name: s.train_settings().get("recovery_lr") for s in stages if hasattr(s, "train_settings")}
 
     assert lrs(sparse=True, reference=True) == {"baseline": None, "sparse": 0.005, "finetune": 0.005,
                                                 "distill": 0.005}

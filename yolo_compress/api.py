@@ -10,38 +10,36 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from torch import nn
+
 from yolo_compress.checkpoint import load_model, save_checkpoint
-from yolo_compress.dataset import resolve_data
+from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
-from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
-from yolo_compress.preflight import (
-    check_beside_weights,
-    check_disk,
-    check_imgsz,
-    check_save_dir,
-    check_source,
-    check_train_values,
-)
+from yolo_compress.models import model_size
+from yolo_compress.preflight import check_beside_weights, check_disk, check_save_dir, check_source, check_train_values
 from yolo_compress.settings import Settings
-from yolo_compress.training import check_classes, check_train_args, output_path, recovery_args, train_args
+from yolo_compress.training import check_train_args, output_path, recovery_args, train_args, writable_dir
 from yolo_compress.validation import validate
+from yolo_compress.workspace import Workspace
 
 if TYPE_CHECKING:
     from yolo_compress.distill import DistillSettings
     from yolo_compress.distill.teacher import Teacher
     from yolo_compress.prune import PruneResult
     from yolo_compress.report import Row
+    from yolo_compress.stage import Stage
 
 LOGGER = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
 
 
 class PruneModel:
-    """A YOLOv8 detector or classifier on its way through sparse training, pruning, fine-tuning and distillation.
+    """A YOLO model (any supported family and task) on its way through sparse training, pruning, fine-tuning and
+    distillation; its :class:`~yolo_compress.workspace.Workspace` (model, data, image size) is the pipeline's too.
 
     Args:
         weights: a trained ``.pt`` checkpoint, or a model yaml such as ``"yolov8n.yaml"`` / ``"yolov8n-cls.yaml"``
@@ -62,25 +60,31 @@ class PruneModel:
         from yolo_compress.patches import runtime
 
         runtime.apply()
-        if imgsz is not None:
-            check_imgsz(imgsz)
-        text = str(weights)
-        self.weights: Path | None = None  # the file self.model was last loaded from or saved to
-        if text.endswith((".yaml", ".yml")):
-            self.data = resolve_data(data, yaml_task(text))
-            self.model = build_from_yaml(text, self.data, seed=seed)
-        else:
-            model = load_model(weights)
-            self.data = resolve_data(data, task_of(model))
-            check_classes(model, self.data, f"weights {weights}")
-            self.model, self.weights = model, Path(weights)
-        self.imgsz = imgsz or self.data.imgsz
+        self.workspace = Workspace.open(weights, data, imgsz, seed)
         self.metrics: dict[str, float] = {}
         self.run_dir: Path | None = None  # Ultralytics folder (results.csv, plots) of the last training stage
 
     @property
+    def model(self) -> nn.Module:
+        """The current network."""
+        return self.workspace.model
+
+    @property
+    def data(self) -> Dataset:
+        return self.workspace.data
+
+    @property
+    def imgsz(self) -> int:
+        return self.workspace.imgsz
+
+    @property
+    def weights(self) -> Path | None:
+        """The file :attr:`model` was last loaded from or saved to (``None``: built from a yaml, not saved)."""
+        return self.workspace.weights
+
+    @property
     def task(self) -> str:
-        return self.data.task
+        return self.workspace.task
 
     # ---- stages --------------------------------------------------------------------------------------------------
     def train(self, save_dir: str | Path = "weights/retrain.pt", resume: bool = False, **kwargs: Any) -> Path:
@@ -117,6 +121,10 @@ class PruneModel:
         settings, kwargs = _split(SparseSettings, kwargs)
         target, kwargs = _split(PruneSettings, kwargs, only=TARGET_KEYS)
         distill = None
+        stray = [k for k in kwargs if k in DistillSettings.field_names()]
+        if stray and not settings.sparse_distill:
+            raise CompressError(f"{stray[0]} (--{stray[0].replace('_', '-')}) is a distillation setting; add "
+                                "sparse_distill=True (--sparse-distill) to distil while training sparse")
         if settings.sparse_distill:
             if self.weights is None:
                 raise CompressError("sparse_distill distils from the model's own checkpoint; load a trained .pt "
@@ -142,8 +150,8 @@ class PruneModel:
 
         config, _ = _split(PruneSettings, settings, rest_allowed=False)
         out = output_path(save_dir, (self.weights,))
-        self.model, result = prune_to(self.model, self.imgsz, config, out)
-        self.weights = out
+        self.workspace.model, result = prune_to(self.model, self.imgsz, config, out)
+        self.workspace.weights = out
         return result
 
     def distill(self, teacher: str | Path, save_dir: str | Path = "weights/distill.pt", resume: bool = False,
@@ -206,6 +214,38 @@ class PruneModel:
         check_beside_weights(self.weights, "quantize")
         return quantize_weights(self.weights, format, self.data, self.imgsz, config, train=train, resume=resume)
 
+    def apply(self, stage: str, out: str | Path = "weights", resume: bool = False,
+              stages: Sequence[type[Stage]] | None = None, **keys: Any) -> dict[str, Path]:
+        """Run one stage of ``stages`` (default: the pipeline's) on the current weights, as the pipeline runs it:
+        the entry of a stage that has no method of its own (``Stage.command.method == "apply"``).
+
+        ``keys`` are pipeline config keys (the stage's settings, ``epochs``, ``batch``, ``device``, ``train_args``,
+        ...); earlier stages' weights are the current ones. Its outputs go to ``out`` as the pipeline names them
+        (``<out>/<stage>.pt``); a stage that makes weights makes them the current model.
+
+        Returns:
+            The stage's outputs by role.
+        """
+        from yolo_compress.config import load_config
+        from yolo_compress.plan import make_plan
+        from yolo_compress.stage import RunContext
+        from yolo_compress.stages import STAGES
+
+        by_name = {cls.name: cls for cls in stages or STAGES}
+        if stage not in by_name:
+            raise CompressError(f"no stage {stage!r}; the stages are {', '.join(by_name)}")
+        if self.weights is None:
+            raise CompressError(f"the {stage} stage reads a checkpoint; train or save the model first")
+        config = load_config(stages=tuple(by_name.values()), weights=str(self.weights), out=str(out), **keys)
+        folder = writable_dir(out)
+        runner = by_name[stage](RunContext(config, make_plan((by_name[stage],), config), folder, self.data, self.imgsz))
+        runner.check(self.model)
+        runner.run(runner.sources(dict.fromkeys(by_name, self.weights)), resume)
+        outputs = runner.outputs()
+        if runner.makes_weights:
+            self.workspace.model, self.workspace.weights = load_model(outputs["weights"]), outputs["weights"]
+        return outputs
+
     # ---- relations ---------------------------------------------------------------------------------------------
     def predict(self, source: str | Path, save: bool = True, save_dir: str | Path = "runs/predict",
                 **kwargs: Any) -> list[dict[str, Any]]:
@@ -263,7 +303,8 @@ class PruneModel:
         return Teacher.checked(path, self.data.task, self.data.nc, settings, imgsz)
 
     def _trained(self, fit: Any, out: Path) -> Path:
-        self.model, self.metrics, self.run_dir, self.weights = fit.model, fit.metrics, fit.run_dir, out
+        self.workspace.model, self.workspace.weights = fit.model, out
+        self.metrics, self.run_dir = fit.metrics, fit.run_dir
         return out
 
     @contextlib.contextmanager

@@ -1,9 +1,11 @@
 """``yolo-compress``: the command line over ``PruneModel`` and ``CompressionPipeline``.
 
-Stage flags are derived from the stage settings classes, so they have the defaults and checks of the Python API
-and the config file. Trailing ``key=value`` words go to Ultralytics (``lr0=0.005 workers=2``) and are checked
-before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line and exit status 2. SIGTERM stops a
-command as Ctrl-C does (exit 143), so its temporary folders are removed on the way out.
+The stage subcommands (``sparse``, ``prune``, ``train``, ``distill``, ``export``, ``quantize``) and ``run``'s flags
+are derived from the list of stages (``yolo_compress.stages.STAGES``): a stage's ``command`` names its subcommand
+and the ``PruneModel`` method it calls, its settings class gives the flags, with the defaults and checks of the
+Python API and the config file. Trailing ``key=value`` words go to Ultralytics (``lr0=0.005 workers=2``) and are
+checked before anything trains. Bad input ends in one ``yolo-compress: error: ...`` line and exit status 2. SIGTERM
+stops a command as Ctrl-C does (exit 143), so its temporary folders are removed on the way out.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("yolo_compress")
 DATA_KINDS = ("shapes", "clutter", "diagram", "classify", "segment", "pose", "obb")
-TRAINING_COMMANDS = ("train", "sparse", "distill")
 
 
 class Terminated(KeyboardInterrupt):
@@ -86,20 +87,29 @@ def _model_args(p: argparse.ArgumentParser, weights_required: bool = True) -> No
     p.add_argument("--imgsz", type=int, help="image size (default: the dataset's)")
 
 
-def _training(sub: Any, name: str, help: str, settings: type | None = None) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help)
+def _stage_command(sub: Any, cls: type[Stage]) -> None:
+    """The subcommand a stage declares (``Stage.command``): the model's flags, ``--save`` where it makes weights,
+    the training flags where it trains, then its own (``Stage.add_command_arguments``)."""
+    from yolo_compress.stage import TrainingStage
+
+    command = cls.command
+    p = sub.add_parser(command.name, help=command.help)
     _model_args(p)
-    save = f"weights/{'retrain' if name == 'train' else name}.pt"
-    p.add_argument("--save", default=save, help=f"output .pt (default {save}); its Ultralytics run folder is "
-                                                f"<folder>/runs/<stem>")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--device", help="cpu, 0, 0,1 ... (default: Ultralytics' choice)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --save")
-    if settings is not None:
-        settings.add_arguments(p)
-    p.add_argument("extra", nargs="*", metavar="key=value", help="more Ultralytics train settings")
-    return p
+    if command.save is not None:
+        save = f"weights/{command.save}.pt"
+        runs = "; its Ultralytics run folder is <folder>/runs/<stem>" if issubclass(cls, TrainingStage) else ""
+        p.add_argument("--save", default=save, help=f"output .pt (default {save}){runs}")
+    if issubclass(cls, TrainingStage):
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--batch", type=int)
+        p.add_argument("--device", help="cpu, 0, 0,1 ... (default: Ultralytics' choice)")
+        p.add_argument("--resume", action="store_true", help="continue the interrupted run of this --save")
+    if command.method == "apply":
+        p.add_argument("--out", default="weights", help="folder of its outputs, named as the pipeline names them "
+                       "(default weights)")
+    cls.add_command_arguments(p)
+    if issubclass(cls, TrainingStage):
+        p.add_argument("extra", nargs="*", metavar="key=value", help="more Ultralytics train settings")
 
 
 def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.ArgumentParser:
@@ -108,11 +118,14 @@ def build_parser(stages: Sequence[type[Stage]] | None = None) -> argparse.Argume
 
     parser = _Parser(prog="yolo-compress", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    stages = tuple(stages or STAGES)
     _add_data(sub)
-    _add_stages(sub)
-    _add_deploy(sub)
+    for cls in stages:
+        if cls.command is not None:
+            _stage_command(sub, cls)
+    _add_compare(sub)
     _add_relations(sub)
-    _add_run(sub, tuple(stages or STAGES))
+    _add_run(sub, stages)
     return parser
 
 
@@ -126,26 +139,7 @@ def _add_data(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _add_stages(sub: Any) -> None:
-    from yolo_compress.distill import DistillSettings
-    from yolo_compress.prune import TARGET_KEYS, PruneSettings
-    from yolo_compress.sparse import SparseSettings
-
-    _training(sub, "train", "train or fine-tune, keeping the model's exact architecture")
-    p = _training(sub, "sparse", "sparse training: free the channels a pruning target removes", SparseSettings)
-    PruneSettings.add_arguments(p, only=TARGET_KEYS)
-    DistillSettings.add_arguments(p)  # with --sparse-distill
-    p = _training(sub, "distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", DistillSettings)
-    p.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
-    p = sub.add_parser("prune", help="DepGraph channel pruning, head kept")
-    _model_args(p)
-    p.add_argument("--save", default="weights/prune.pt", help="output .pt (default weights/prune.pt)")
-    PruneSettings.add_arguments(p)
-
-
-def _add_deploy(sub: Any) -> None:
-    from yolo_compress.deploy.settings import FORMATS, QUANTIZE_FORMATS, QuantizeSettings
-
+def _add_compare(sub: Any) -> None:
     p = sub.add_parser("compare", help="params, GFLOPs, accuracy and latency of several checkpoints")
     p.add_argument("weights", nargs="+", help=".pt / .onnx files or OpenVINO folders, reference first")
     p.add_argument("--data")
@@ -153,18 +147,6 @@ def _add_deploy(sub: Any) -> None:
     p.add_argument("--out", default="weights", help="folder for compare.md/.csv/.png (default weights)")
     p.add_argument("--threads", type=int, help="threads of every runtime while timing (default: torch's, all cores "
                    "unless OMP_NUM_THREADS is set)")
-    p = sub.add_parser("export", help="export a checkpoint next to it")
-    _model_args(p)
-    p.add_argument("--format", default="onnx", choices=FORMATS)
-    p = sub.add_parser("quantize", help="INT8 model of a checkpoint for ONNX Runtime or OpenVINO (exported first "
-                       "when needed)")
-    _model_args(p)
-    p.add_argument("--format", default="onnx", help=f"the runtime's format: {' or '.join(QUANTIZE_FORMATS)}")
-    QuantizeSettings.add_arguments(p, only=[k for k in QuantizeSettings.field_names() if k != "quantize"])
-    p.add_argument("--batch", type=int, help="qat mode: training batch")
-    p.add_argument("--device", help="qat mode: cpu, 0, 0,1 ... (default: Ultralytics' choice)")
-    p.add_argument("--resume", action="store_true", help="qat mode: continue the interrupted run")
-    p.add_argument("extra", nargs="*", metavar="key=value", help="qat mode: more Ultralytics train settings")
 
 
 def _add_relations(sub: Any) -> None:
@@ -193,20 +175,11 @@ def _add_run(sub: Any, stages: tuple[type[Stage], ...]) -> None:
                    help="any config key, e.g. --set zero_at=0.3 --set 'train_args={lr0: 0.005}'")
 
 
-def _stage_kwargs(a: argparse.Namespace, settings: type | None = None) -> dict[str, Any]:
-    kw = {k: getattr(a, k) for k in ("epochs", "batch", "device", "imgsz") if getattr(a, k) is not None}
-    if settings is not None:
-        kw.update({k: getattr(a, k) for k in settings.field_names() if getattr(a, k) is not None})
-    return {**kw, **parse_key_values(a.extra)}
-
-
-def _run_pipeline(a: argparse.Namespace, stages: Sequence[type[Stage]] | None) -> None:
+def _run_pipeline(a: argparse.Namespace, stages: tuple[type[Stage], ...]) -> None:
     from yolo_compress.config import config_keys, load_config
     from yolo_compress.pipeline import CompressionPipeline
     from yolo_compress.report import format_table
-    from yolo_compress.stages import STAGES
 
-    stages = tuple(stages or STAGES)
     flags = {k: getattr(a, k) for k in config_keys(stages) if getattr(a, k, None) is not None}
     cfg = load_config(a.config, stages, **{**flags, **parse_key_values(a.sets)})
     result = CompressionPipeline(cfg, stages).run(force=a.force)
@@ -248,10 +221,36 @@ def _check_destination(a: argparse.Namespace) -> None:
         check_save_dir(a.save_dir)
 
 
-def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> None:
-    """Dispatch one parsed command (``run`` over ``stages``, default the pipeline's)."""
+MODEL_FLAGS = ("command", "weights", "data", "imgsz", "extra", "save")
+
+
+def _run_stage(a: argparse.Namespace, cls: type[Stage], stages: tuple[type[Stage], ...]) -> None:
+    """A stage's subcommand: its flags, as keywords, to the ``PruneModel`` method it names."""
     from yolo_compress.api import PruneModel
 
+    _check_destination(a)
+    pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
+    kwargs = {k: v for k, v in vars(a).items() if k not in MODEL_FLAGS and v is not None}
+    extra = parse_key_values(getattr(a, "extra", []))
+    if cls.command.method == "apply":  # pipeline keys; the Ultralytics ones are its train_args
+        outputs = pm.apply(cls.name, stages=stages, **kwargs, **({"train_args": extra} if extra else {}))
+        print(", ".join(f"{role} {path}" for role, path in outputs.items()))
+        return
+    if cls.command.save is not None:
+        kwargs["save_dir"] = a.save
+    result = getattr(pm, cls.command.method)(**kwargs, **extra)
+    print(result if isinstance(result, Path) or cls.command.save is None else f"{result}; saved {a.save}")
+
+
+def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> None:
+    """Dispatch one parsed command (stage subcommands and ``run`` over ``stages``, default the pipeline's)."""
+    from yolo_compress.api import PruneModel
+    from yolo_compress.stages import STAGES
+
+    stages = tuple(stages or STAGES)
+    by_command = {cls.command.name: cls for cls in stages if cls.command is not None}
+    if a.command in by_command:
+        return _run_stage(a, by_command[a.command], stages)
     if a.command == "data":
         return _data(a)
     if a.command == "run":
@@ -260,40 +259,7 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
         return _compare(a)
     _check_destination(a)
     pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
-    if a.command == "train":
-        print(pm.train(save_dir=a.save, resume=a.resume, **_stage_kwargs(a)))
-    elif a.command == "sparse":
-        from yolo_compress.distill import DistillSettings
-        from yolo_compress.prune import TARGET_KEYS
-        from yolo_compress.sparse import SparseSettings
-
-        target = {k: getattr(a, k) for k in TARGET_KEYS if getattr(a, k) is not None}
-        kwargs = _stage_kwargs(a, SparseSettings)
-        distill = {k: getattr(a, k) for k in DistillSettings.field_names() if getattr(a, k) is not None}
-        if distill and not kwargs.get("sparse_distill"):
-            raise CompressError(f"--{next(iter(distill)).replace('_', '-')} is a distillation setting; add "
-                                "--sparse-distill to distil while training sparse")
-        print(pm.sparse_train(save_dir=a.save, resume=a.resume, **kwargs, **target, **distill))
-    elif a.command == "distill":
-        from yolo_compress.distill import DistillSettings
-
-        print(pm.distill(a.teacher, save_dir=a.save, resume=a.resume, **_stage_kwargs(a, DistillSettings)))
-    elif a.command == "prune":
-        from yolo_compress.prune import PruneSettings
-
-        given = {k: getattr(a, k) for k in PruneSettings.field_names() if getattr(a, k) is not None}
-        r = pm.prune(save_dir=a.save, **given)
-        print(f"params {r.params_before:,} -> {r.params_after:,} ({r.params_ratio:.1%}), GFLOPs@{r.imgsz} "
-              f"{r.gflops_before:.3f} -> {r.gflops_after:.3f} ({r.speed_up:.2f}x) in {r.seconds:.1f}s; saved {a.save}")
-    elif a.command == "export":
-        print(pm.export(format=a.format))
-    elif a.command == "quantize":
-        from yolo_compress.deploy.settings import QuantizeSettings
-
-        given = {k: getattr(a, k) for k in (*QuantizeSettings.field_names(), "batch", "device")
-                 if getattr(a, k, None) is not None}
-        print(pm.quantize(format=a.format, resume=a.resume, **given, **parse_key_values(a.extra)))
-    elif a.command == "predict":
+    if a.command == "predict":
         results = pm.predict(a.source, save_dir=a.save_dir, conf=a.conf)
         for r in results:
             print(f"{r['path']}: {len(r['boxes'])} boxes, parents {list(r['parent_ids'])}")
@@ -304,16 +270,23 @@ def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> N
     return None
 
 
+def _training_commands(stages: Sequence[type[Stage]] | None) -> set[str]:
+    from yolo_compress.stage import TrainingStage
+    from yolo_compress.stages import STAGES
+
+    return {cls.command.name for cls in stages or STAGES if cls.command is not None and issubclass(cls, TrainingStage)}
+
+
 def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = None) -> int:
     """Entry point of the ``yolo-compress`` console script (``stages``: the pipeline's, unless a test gives others)."""
     from yolo_compress.patches import runtime
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: the one error line
     runtime.apply()
-    command = None
+    trains = False  # an interrupted training command continues with --resume
     try:
         args = build_parser(stages).parse_args(argv)
-        command = args.command
+        trains = args.command in _training_commands(stages)
         with sigterm_raises():
             run(args, stages)
     except CompressError as e:
@@ -326,7 +299,7 @@ def main(argv: list[str] | None = None, stages: Sequence[type[Stage]] | None = N
               "partial was kept: writes are atomic) and rerun", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        again = "rerun it with --resume" if command in TRAINING_COMMANDS else "rerun the same command"
+        again = "rerun it with --resume" if trains else "rerun the same command"
         print(f"yolo-compress: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; {again} to continue",
               file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

@@ -18,17 +18,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from yolo_compress.budget import budget_used, lineage, plan_segments
 from yolo_compress.checkpoint import load_model
-from yolo_compress.dataset import data_fingerprint, resolve_data
+from yolo_compress.dataset import data_fingerprint
 from yolo_compress.errors import CompressError
 from yolo_compress.manifest import Manifest, file_record
-from yolo_compress.models import build_from_yaml, model_size, task_of, yaml_task
-from yolo_compress.preflight import check_device, check_disk, check_imgsz, check_train_values
+from yolo_compress.models import model_size
+from yolo_compress.plan import make_plan
+from yolo_compress.preflight import check_device, check_disk, check_train_values
 from yolo_compress.run_folder import LOCK_NAME, check_not_inside, locked, remove_stale_temps, run_dir_of
 from yolo_compress.stage import PipelineConfig, RunContext, Stage, TrainingStage
 from yolo_compress.stages import STAGES
-from yolo_compress.training import check_classes, writable_dir
+from yolo_compress.training import writable_dir
+from yolo_compress.workspace import Workspace
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,19 +68,14 @@ class CompressionPipeline:
         check_device(run.device)
         check_train_values(config.train_args)
         check_disk(self.out)
-        model = load_model(run.weights, "--weights") if run.weights is not None else None
-        data = resolve_data(run.data, task_of(model) if model is not None else yaml_task(run.model))
-        if model is None:
-            model = build_from_yaml(run.model, data)
-        else:
-            check_classes(model, data, f"--weights {run.weights}")
+        plan = make_plan(stages, config)
+        self.workspace = Workspace.open(run.weights or run.model, run.data, run.imgsz, flag="--weights")
         self.names = [cls.name for cls in stages]
-        imgsz = check_imgsz(run.imgsz or data.imgsz)
-        self.ctx = planned(RunContext(config=config, out=self.out, data=data, imgsz=imgsz), stages)
-        self.stages = [cls(self.ctx) for cls in stages]
+        self.ctx = RunContext(config, plan, self.out, self.workspace.data, self.workspace.imgsz)
+        self.stages = [cls(self.ctx) for cls in stages if cls.name in plan.running]  # built once, planned
         self._check_overwrites()
-        for stage in self.enabled():
-            stage.check(model)
+        for stage in self.stages:
+            stage.check(self.workspace.model)
         self.manifest = Manifest(self.out / "manifest.json")
 
     def _check_overwrites(self) -> None:
@@ -88,7 +84,7 @@ class CompressionPipeline:
         c = self.ctx.config
         given = {"--weights": c.run.weights, "--teacher": c.run.teacher, "--data": self.ctx.data.path}
         inputs = {Path(p).resolve(): flag for flag, p in given.items() if p is not None}
-        writers = [s for s in self.enabled() if s.name != self.names[0]]  # the first stage only reads --weights
+        writers = [s for s in self.stages if s.name != self.names[0]]  # the first stage only reads --weights
         for stage in writers:
             for path in stage.outputs().values():
                 if path.resolve() in inputs:
@@ -96,13 +92,6 @@ class CompressionPipeline:
                                         "stage; pass another --out folder or move the file")
         check_not_inside(given, {s.name: run_dir_of(s.outputs()["weights"]) for s in writers
                                  if isinstance(s, TrainingStage)})
-
-    def enabled(self) -> list[Stage]:
-        return [s for s in self.stages if s.enabled()]
-
-    def budget(self) -> dict[str, int]:
-        """Training epochs of each stage that makes the final weights (their sum is what the recipe costs)."""
-        return budget_used(self.ctx.segments, self.enabled())
 
     def run(self, force: str | None = None) -> PipelineResult:
         """Run every enabled stage in order; ``force`` names a stage to redo together with all later ones.
@@ -123,7 +112,7 @@ class CompressionPipeline:
             LOGGER.info("removed %s, left by an interrupted write", tmp.name)
         result = PipelineResult()
         data = {"path": str(self.ctx.data.path), "sha256": data_fingerprint(self.ctx.data)}
-        for stage in self.enabled():
+        for stage in self.stages:
             sources = {k: file_record(v) for k, v in stage.sources(result.weights).items()}
             sources["data"] = data
             settings = json.loads(json.dumps(stage.fingerprint(), default=str))  # as the manifest stores them
@@ -140,22 +129,7 @@ class CompressionPipeline:
                     measured.update(model_size(load_model(outputs["weights"]), self.ctx.imgsz))
                 self.manifest.finish(stage.name, outputs, seconds=round(time.perf_counter() - t0, 2), **measured)
                 result.ran.append(stage.name)
-            for role, path in stage.outputs().items():
-                if role == "weights" and stage.makes_weights:
-                    result.weights[stage.name] = path
-                elif path.suffix == ".onnx" or path.name.endswith("_openvino_model"):
-                    result.weights[path.name] = path  # a row of its own: distill.onnx, distill_int8_openvino_model
-        if "compare" in self.manifest.stages:
-            result.rows = self.manifest.stages["compare"].get("rows", [])
+            result.weights.update(stage.models())
+            result.rows = self.manifest.stages[stage.name].get("rows", result.rows)  # the report's
         return result
 
-
-def planned(ctx: RunContext, stages: Sequence[type[Stage]] = STAGES) -> RunContext:
-    """``ctx`` with what follows from the running stages: the budget's split and the stage of the final weights.
-
-    Raises:
-        CompressError: a budget too small for the stages that share it.
-    """
-    running = [s for s in (cls(ctx) for cls in stages) if s.enabled()]
-    chain = lineage(running)
-    return replace(ctx, segments=plan_segments(running, ctx.config), final=chain[-1].name if chain else "")

@@ -6,15 +6,19 @@ the training budget), whether it makes weights, and which stages it can start fr
 (``yolo_compress.pipeline``), the config file and the command line (``yolo_compress.config``) are derived from
 the list of stages (``yolo_compress.stages.STAGES``).
 
-At run time a stage names the files it reads (``sources``), the settings that shape its result (``settings``),
-the files it writes (``outputs``) and how to make them (``run``). The pipeline records sources and outputs with
-their hashes in ``manifest.json``: a stage whose record still matches is skipped, an interrupted one is run again
-with ``resume=True`` (training stages then continue their Ultralytics run).
+Which stages run and how long each trains is planned from the configuration first (``yolo_compress.plan``); the
+running stages are then built once, with that plan. At run time a stage names the files it reads (``sources``),
+what else shapes its result (``fingerprint``), the files it writes (``outputs``) and how to make them (``run``).
+The pipeline records sources and outputs with their hashes in ``manifest.json``: a stage whose record still
+matches is skipped, an interrupted one is run again with ``resume=True`` (training stages then continue their
+Ultralytics run).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from argparse import ArgumentParser
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -22,7 +26,6 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from yolo_compress.dataset import Dataset
-from yolo_compress.errors import CompressError
 from yolo_compress.settings import Settings, non_negative, positive, setting
 
 S = TypeVar("S", bound=Settings)
@@ -93,6 +96,24 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A stage's own subcommand, ``yolo-compress <name>``, on one checkpoint.
+
+    Attributes:
+        name: the subcommand.
+        help: its line in ``yolo-compress --help``.
+        method: the ``PruneModel`` method it calls with its flags as keywords; ``"apply"``: the generic
+            ``PruneModel.apply(stage, ...)``, so a new stage needs no method of its own.
+        save: default output file stem under ``weights/`` (a ``--save`` flag); ``None``: it writes beside its input.
+    """
+
+    name: str
+    help: str
+    method: str = "apply"
+    save: str | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
     """A training stage's part of the budget: epochs ``[start, start + epochs)`` of ``total``."""
 
@@ -102,16 +123,27 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What a run does, from its configuration alone (``yolo_compress.plan.make_plan``): the ``running`` stages in
+    order, each training stage's ``segments`` of the schedule, the stage of the ``final`` weights and the epochs of
+    the stages that make them (``budget``: what the recipe costs)."""
+
+    running: tuple[str, ...]
+    segments: dict[str, Segment]
+    final: str
+    budget: dict[str, int]
+
+
+@dataclass(frozen=True)
 class RunContext:
-    """What every stage of one pipeline run shares, with what the pipeline plans from the running stages:
-    ``segments`` (the budget's split, ``yolo_compress.budget``) and ``final`` (the stage of the final weights)."""
+    """What every stage of one pipeline run shares: the configuration, its plan, the output folder, the data and
+    the image size."""
 
     config: PipelineConfig
+    plan: Plan
     out: Path
     data: Dataset
     imgsz: int
-    segments: dict[str, Segment] = field(default_factory=dict)
-    final: str = ""
 
 
 class Stage(ABC):
@@ -124,6 +156,7 @@ class Stage(ABC):
         makes_weights: its ``weights`` output is a model later stages and the report use.
         follows: the stages whose weights it may start from; the first one that runs is taken.
         share: its share of the training budget (training stages in the final weights' lineage).
+        command: its subcommand on one checkpoint (``None``: it runs inside the pipeline only).
     """
 
     name: ClassVar[str]
@@ -132,6 +165,7 @@ class Stage(ABC):
     makes_weights: ClassVar[bool] = False
     follows: ClassVar[tuple[str, ...]] = ()
     share: ClassVar[float] = 0.0
+    command: ClassVar[Command | None] = None
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -140,17 +174,26 @@ class Stage(ABC):
     def config(self) -> PipelineConfig:
         return self.ctx.config
 
-    def enabled(self) -> bool:
-        """Whether the configuration runs this stage (its switch, when it has one)."""
-        return self.switch is None or self.config.is_on(self.name)
+    @classmethod
+    def add_command_arguments(cls, parser: ArgumentParser) -> None:
+        """The flags of its subcommand besides the model's and, for a training stage, the training ones: its
+        settings (the same names as ``run``'s flags and the config keys)."""
+        if cls.settings_cls is not None:
+            cls.settings_cls.add_arguments(parser)
 
-    def starts_from(self, running: set[str]) -> str | None:
+    @classmethod
+    def enabled(cls, config: PipelineConfig) -> bool:
+        """Whether ``config`` runs this stage (its switch, when it has one); planning asks before any stage is built."""
+        return cls.switch is None or config.is_on(cls.name)
+
+    @classmethod
+    def starts_from(cls, config: PipelineConfig, running: Collection[str]) -> str | None:
         """The stage whose weights this one starts from, among the ``running`` ones."""
-        return next((s for s in self.follows if s in running), None)
+        return next((s for s in cls.follows if s in running), None)
 
     def start(self, done: dict[str, Path]) -> Path:
         """The weights this stage starts from, among those of the stages ``done``."""
-        return done[self.starts_from(set(done)) or self.follows[-1]]
+        return done[self.starts_from(self.config, set(done)) or self.follows[-1]]
 
     @abstractmethod
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
@@ -165,6 +208,10 @@ class Stage(ABC):
     def outputs(self) -> dict[str, Path]:
         """Files this stage writes, by role; ``weights`` is passed on to later stages."""
         return {"weights": self.ctx.out / f"{self.name}.pt"}
+
+    def models(self) -> dict[str, Path]:
+        """Its outputs that later stages and the report take as models, by row name (its weights, by its name)."""
+        return {self.name: self.outputs()["weights"]} if self.makes_weights else {}
 
     @abstractmethod
     def run(self, sources: dict[str, Path], resume: bool) -> dict[str, Any]:
@@ -194,16 +241,10 @@ class TrainingStage(Stage):
     default_epochs: ClassVar[int | None] = None
     recovers: ClassVar[bool] = True  # it trains a model that was trained before (``recovery_lr`` applies)
 
-    def segment(self) -> Segment:
-        try:
-            return self.ctx.segments[self.name]
-        except KeyError:
-            raise CompressError(f"stage {self.name!r} has no epochs planned; it must run inside a pipeline") from None
-
     def train_settings(self) -> dict[str, Any]:
         from yolo_compress.training import recovery_args
 
-        c, seg = self.config, self.segment()
+        c, seg = self.config, self.ctx.plan.segments[self.name]
         settings = {**c.train_args, "epochs": seg.epochs, "batch": c.run.batch,
                     **recovery_args(c.run.recovery_lr, self.ctx.data.task, c.train_args, self.recovers)}
         if c.run.device is not None:

@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from yolo_compress.dataset import Dataset
 from yolo_compress.errors import CompressError
@@ -117,7 +118,6 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
     import nncf
     import openvino as ov
 
-    from yolo_compress.checkpoint import atomic_replace_dir
     from yolo_compress.deploy.calibration import calibration_images, preprocess
     from yolo_compress.deploy.holdout import holdout_items, map50_95
 
@@ -146,11 +146,21 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
         quantized = nncf.quantize(model, calib, **common)
     LOGGER.info("OpenVINO INT8 (%s): calibrated on %d train images; %d ops kept in float", mode, len(images),
                 len(scope))
+    return _save_beside(quantized, folder)
+
+
+def _save_beside(quantized: Any, folder: Path) -> Path:
+    """Write the INT8 model next to the fp32 ``folder``, with its Ultralytics metadata, replacing any older one
+    atomically."""
+    import openvino as ov
+
+    from yolo_compress.checkpoint import atomic_replace_dir
+
     out = int8_folder(folder)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=folder.parent) as tmp:
         staged = Path(tmp) / out.name
         staged.mkdir()
-        ov.save_model(quantized, staged / xml.name, compress_to_fp16=False)
+        ov.save_model(quantized, staged / model_xml(folder).name, compress_to_fp16=False)
         if (folder / "metadata.yaml").is_file():
             shutil.copyfile(folder / "metadata.yaml", staged / "metadata.yaml")
         atomic_replace_dir(staged, out)

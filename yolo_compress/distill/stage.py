@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from argparse import ArgumentParser
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from yolo_compress.dataset import Dataset
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.distill.teacher import Teacher
 from yolo_compress.errors import CompressError
-from yolo_compress.stage import TrainingStage
+from yolo_compress.stage import Command, PipelineConfig, TrainingStage
 from yolo_compress.training import Fit, fit
 
 
@@ -36,12 +38,19 @@ class DistillStage(TrainingStage):
     settings_cls = DistillSettings
     switch = True
     follows = ("prune",)
+    command = Command("distill", "fine-tune the student with a teacher (CWD, MGD, logit KD)", "distill", save="distill")
 
-    def starts_from(self, running: set[str]) -> str | None:
+    @classmethod
+    def add_command_arguments(cls, parser: ArgumentParser) -> None:
+        super().add_command_arguments(parser)
+        parser.add_argument("--teacher", required=True, help="teacher .pt (the unpruned model)")
+
+    @classmethod
+    def starts_from(cls, config: PipelineConfig, running: Collection[str]) -> str | None:
         """The pruned weights, or the fine-tuned ones with ``distill_from: finetune`` (when fine-tuning runs)."""
-        if self.config.run.distill_from == "finetune" and "finetune" in running:
+        if config.run.distill_from == "finetune" and "finetune" in running:
             return "finetune"
-        return super().starts_from(running)
+        return super().starts_from(config, running)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         """The start weights and the teacher: ``teacher`` when set, else the unpruned baseline."""

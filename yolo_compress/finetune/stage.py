@@ -10,7 +10,7 @@ from torch import nn
 from yolo_compress.checkpoint import load_model
 from yolo_compress.dataset import Dataset
 from yolo_compress.models import build_from_yaml
-from yolo_compress.stage import TrainingStage
+from yolo_compress.stage import Command, PipelineConfig, TrainingStage
 from yolo_compress.training import Fit, fit
 from yolo_compress.validation import validate
 
@@ -61,14 +61,16 @@ class FinetuneStage(TrainingStage):
 
     name = "finetune"
     switch = True
+    command = Command("train", "train or fine-tune, keeping the model's exact architecture", "train", save="retrain")
     follows = ("prune",)
 
-    def enabled(self) -> bool:
+    @classmethod
+    def enabled(cls, config: PipelineConfig) -> bool:
         """On (its switch) where it leads to the final weights; beside distillation only as the asked-for reference
         (``reference``): the default run trains nothing whose weights it does not keep."""
-        run = self.config.run
-        leads = not self.config.is_on("distill") or run.distill_from == "finetune"
-        return super().enabled() and (leads or run.reference)
+        run = config.run
+        leads = not config.is_on("distill") or run.distill_from == "finetune"
+        return super().enabled(config) and (leads or run.reference)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": self.start(done)}

@@ -90,6 +90,11 @@ class PruneResult:
         """Plain data for checkpoints and the manifest."""
         return {**asdict(self), "speed_up": self.speed_up}
 
+    def __str__(self) -> str:
+        return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
+                f"GFLOPs@{self.imgsz} {self.gflops_before:.3f} -> {self.gflops_after:.3f} ({self.speed_up:.2f}x) in "
+                f"{self.seconds:.1f}s")
+
 
 def _trace_input(model: nn.Module, imgsz: int) -> torch.Tensor:
     """A dummy batch, ``2 * stride`` pixels square: tracing is cheap and the graph does not depend on the size.

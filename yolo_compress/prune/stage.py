@@ -10,7 +10,7 @@ from torch import nn
 from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.prune.pruner import PruneResult, prune_model
 from yolo_compress.prune.settings import PruneSettings
-from yolo_compress.stage import Stage
+from yolo_compress.stage import Command, Stage
 
 
 def prune_to(model: nn.Module, imgsz: int, settings: PruneSettings, out: Path) -> tuple[nn.Module, PruneResult]:
@@ -27,6 +27,7 @@ class PruneStage(Stage):
     settings_cls = PruneSettings
     makes_weights = True
     follows = ("sparse", "baseline")
+    command = Command("prune", "DepGraph channel pruning, head kept", "prune", save="prune")
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         return {"weights": self.start(done)}

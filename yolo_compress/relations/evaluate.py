@@ -122,6 +122,13 @@ def split_dirs(data: str | Path, split: str = "val") -> tuple[Path, Path]:
     return images, parents
 
 
+def _ground_truth(label: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes, normalised boxes and parent ids of one image; none when it has no label file (background)."""
+    if label.is_file():
+        return read_parent_labels(label)
+    return np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
+
+
 def evaluate_relations(
     model: YOLO,
     data: str | Path,
@@ -160,11 +167,7 @@ def evaluate_relations(
         raise CompressError(f"no images in {images_dir}; check the {split!r} entry of {data}")
     tp = n_pred = n_gt = images = skipped = 0
     for path in files:
-        label = parents_dir / path.relative_to(images_dir).with_suffix(".txt")
-        if label.is_file():
-            gt_classes, gt_boxes, gt_parents = read_parent_labels(label)
-        else:
-            gt_classes, gt_boxes, gt_parents = np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
+        gt_classes, gt_boxes, gt_parents = _ground_truth(parents_dir / path.relative_to(images_dir).with_suffix(".txt"))
         image = imread(path)
         if image is None:
             LOGGER.warning("skipping unreadable image %s", path)
@@ -172,15 +175,8 @@ def evaluate_relations(
             continue
         h, w = image.shape[:2]
         pred = _detections(model.predict(image, conf=conf, imgsz=imgsz, verbose=False, save=False)[0], tol)
-        m = relation_metrics(
-            gt_boxes * [w, h, w, h],
-            pred["boxes"],
-            gt_parents,
-            pred["parent_ids"],
-            iou,
-            gt_classes=gt_classes,
-            pred_classes=pred["classes"],
-        )
+        m = relation_metrics(gt_boxes * [w, h, w, h], pred["boxes"], gt_parents, pred["parent_ids"], iou,
+                             gt_classes=gt_classes, pred_classes=pred["classes"])
         tp, n_pred, n_gt, images = tp + m["tp"], n_pred + m["n_pred"], n_gt + m["n_gt"], images + 1
     if images == 0:
         raise CompressError(f"none of the {len(files)} images in {images_dir} could be read; check the files")

@@ -8,6 +8,7 @@ one place where an earlier stage uses later ones' code.
 from __future__ import annotations
 
 import logging
+from argparse import ArgumentParser
 from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
@@ -20,9 +21,9 @@ from yolo_compress.dataset import Dataset
 from yolo_compress.distill.settings import DistillSettings
 from yolo_compress.distill.teacher import Teacher
 from yolo_compress.errors import CompressError
-from yolo_compress.prune import PruneSettings, plan_channels, swap_c2f_
+from yolo_compress.prune import TARGET_KEYS, PruneSettings, plan_channels, swap_c2f_
 from yolo_compress.sparse.settings import SparseSettings
-from yolo_compress.stage import TrainingStage
+from yolo_compress.stage import Command, TrainingStage
 from yolo_compress.training import Fit, fit
 
 LOGGER = logging.getLogger(__name__)
@@ -77,6 +78,15 @@ class SparseStage(TrainingStage):
     settings_cls = SparseSettings
     switch = False
     follows = ("baseline",)
+    command = Command("sparse", "sparse training: free the channels a pruning target removes", "sparse_train",
+                      save="sparse")
+
+    @classmethod
+    def add_command_arguments(cls, parser: ArgumentParser) -> None:
+        """Its settings, the pruning target it frees channels for, and distillation's (with ``--sparse-distill``)."""
+        super().add_command_arguments(parser)
+        PruneSettings.add_arguments(parser, only=TARGET_KEYS)
+        DistillSettings.add_arguments(parser)
 
     def sources(self, done: dict[str, Path]) -> dict[str, Path]:
         teacher = self.config.run.teacher if self._distils() else None
