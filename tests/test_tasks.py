@@ -131,6 +131,25 @@ def test_pruned_model_exports_to_onnx_with_the_same_outputs(task, task_pruned, o
         assert np.abs(g - w).max() < 1e-3 * max(1.0, np.abs(w).max())
 
 
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
+def test_static_int8_keeps_the_task_outputs(task, task_pruned, task_yaml, tmp_path):
+    """ONNX Runtime INT8 of each task's pruned model: quantized ops, the fp32 export's outputs and shapes."""
+    import onnx
+    import onnxruntime as ort
+
+    weights = tmp_path / f"{task}.pt"
+    weights.write_bytes(task_pruned[task].read_bytes())
+    int8 = PruneModel(weights, data=task_yaml[task], imgsz=IMGSZ).quantize(calibration=4)
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    sessions = [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+                for f in (weights.with_suffix(".onnx"), int8)]
+    fp32, q = ([o.shape for o in s.run(None, {"images": x})] for s in sessions)
+    assert fp32 == q
+    with pytest.raises(CompressError, match=f"use static for a {task} model"):
+        PruneModel(weights, data=task_yaml[task], imgsz=IMGSZ).quantize(format="openvino", quantize_mode="accuracy")
+
+
 def test_a_model_of_an_unsupported_task_is_one_error_line(tmp_path, capsys):
     assert main(["prune", "--weights", "yolo26n-depth.yaml", "--imgsz", "64", "--save", str(tmp_path / "p.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

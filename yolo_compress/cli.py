@@ -211,24 +211,16 @@ def _compare(a: argparse.Namespace) -> None:
           "runtime)")
 
 
-def _check_destination(a: argparse.Namespace) -> None:
-    """Where ``export`` / ``quantize`` / ``predict`` write must be writable, found before the model loads."""
-    from yolo_compress.preflight import check_beside_weights, check_save_dir
-
-    if a.command in ("export", "quantize"):
-        check_beside_weights(a.weights, a.command)
-    elif a.command == "predict":
-        check_save_dir(a.save_dir)
-
-
 MODEL_FLAGS = ("command", "weights", "data", "imgsz", "extra", "save")
 
 
 def _run_stage(a: argparse.Namespace, cls: type[Stage], stages: tuple[type[Stage], ...]) -> None:
     """A stage's subcommand: its flags, as keywords, to the ``PruneModel`` method it names."""
     from yolo_compress.api import PruneModel
+    from yolo_compress.preflight import check_beside_weights
 
-    _check_destination(a)
+    if cls.command.save is None and cls.command.method != "apply":  # it writes beside its input: found writable now
+        check_beside_weights(a.weights, a.command)
     pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
     kwargs = {k: v for k, v in vars(a).items() if k not in MODEL_FLAGS and v is not None}
     extra = parse_key_values(getattr(a, "extra", []))
@@ -242,32 +234,38 @@ def _run_stage(a: argparse.Namespace, cls: type[Stage], stages: tuple[type[Stage
     print(result if isinstance(result, Path) or cls.command.save is None else f"{result}; saved {a.save}")
 
 
+def _predict(a: argparse.Namespace) -> None:
+    from yolo_compress.api import PruneModel
+    from yolo_compress.preflight import check_save_dir
+
+    check_save_dir(a.save_dir)  # before the model loads
+    results = PruneModel(a.weights, data=a.data, imgsz=a.imgsz).predict(a.source, save_dir=a.save_dir, conf=a.conf)
+    for r in results:
+        print(f"{r['path']}: {len(r['boxes'])} boxes, parents {list(r['parent_ids'])}")
+    print(f"drawings in {a.save_dir}")
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from yolo_compress.api import PruneModel
+
+    m = PruneModel(a.weights, data=a.data, imgsz=a.imgsz).evaluate(iou=a.iou)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+
+
+TOOLS = {"data": _data, "compare": _compare, "predict": _predict, "evaluate": _evaluate}  # commands beside the stages
+
+
 def run(a: argparse.Namespace, stages: Sequence[type[Stage]] | None = None) -> None:
     """Dispatch one parsed command (stage subcommands and ``run`` over ``stages``, default the pipeline's)."""
-    from yolo_compress.api import PruneModel
     from yolo_compress.stages import STAGES
 
     stages = tuple(stages or STAGES)
     by_command = {cls.command.name: cls for cls in stages if cls.command is not None}
     if a.command in by_command:
         return _run_stage(a, by_command[a.command], stages)
-    if a.command == "data":
-        return _data(a)
     if a.command == "run":
         return _run_pipeline(a, stages)
-    if a.command == "compare":
-        return _compare(a)
-    _check_destination(a)
-    pm = PruneModel(a.weights, data=a.data, imgsz=a.imgsz)
-    if a.command == "predict":
-        results = pm.predict(a.source, save_dir=a.save_dir, conf=a.conf)
-        for r in results:
-            print(f"{r['path']}: {len(r['boxes'])} boxes, parents {list(r['parent_ids'])}")
-        print(f"drawings in {a.save_dir}")
-    elif a.command == "evaluate":
-        m = pm.evaluate(iou=a.iou)
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
-    return None
+    return TOOLS[a.command](a)
 
 
 def _training_commands(stages: Sequence[type[Stage]] | None) -> set[str]:
