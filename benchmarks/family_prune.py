@@ -63,7 +63,8 @@ def measure(models: tuple[str, ...], imgsz: int, targets: list[float], repeats: 
     for (m, t), done in runs.items():
         seconds = statistics.median(d["seconds"] for d in done)
         base = statistics.median(d["seconds"] for d in runs[("yolov8n", t)]) if ("yolov8n", t) in runs else None
-        detector = m.rsplit("-", 1)[0]
+        stem, _, task = m.rpartition("-")
+        detector = stem if task in ("seg", "pose", "obb") else m  # a classifier has no detector to compare with
         own = statistics.median(d["seconds"] for d in runs[(detector, t)]) if (
             detector != m and (detector, t) in runs) else None
         landed = done[0]["speed_up"]  # deterministic: every repeat lands on the same widths (None: unreachable)

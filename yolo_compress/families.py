@@ -5,7 +5,9 @@ has none; a swapped block counts as the class Ultralytics built, which its layer
 entry of :data:`FAMILIES` that matches describes it. What holds for every family is read
 from the model itself, not written down here: the head is the last layer and the layers that feed it are the
 head's own ``f`` (YOLOv8's Detect reads 15, 18, 21; YOLO11's and YOLO26's 16, 19, 22, where 15 is a ``Concat``);
-the head's fixed-width outputs are its branches' last layers (``yolo_compress.models``).
+the head's fixed-width outputs are its branches' last layers (``yolo_compress.models``), for every task: the task
+heads' extra branch ``cv4`` (mask coefficients, keypoints, angles) like the box and class branches, and a
+segmentation head's ``Proto`` kept whole (``models.HEAD_BRANCHES``), the same in every family.
 
 What differs, per entry:
 
