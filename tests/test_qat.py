@@ -163,5 +163,5 @@ def test_bad_qat_requests_fail_before_any_work(shapes160, tmp_path, kwargs, mess
 def test_qat_is_for_detectors(tmp_path):
     from yolo_compress.deploy.quantize import check_quantizable
 
-    with pytest.raises(CompressError, match="for detectors"):
+    with pytest.raises(CompressError, match="qat is for detect models; use static for a classify model"):
         check_quantizable("openvino", "qat", "classify")

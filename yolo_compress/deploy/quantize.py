@@ -42,8 +42,7 @@ def check_quantizable(format: str = "onnx", mode: str = "static", task: str = "d
         raise CompressError(f"quantize_mode={mode} is not for {format}, which takes {', '.join(modes)}; or use "
                             f"{other}")
     if mode in ("accuracy", "qat") and task != "detect":
-        raise CompressError(f"quantize_mode={mode} is for detect models (it measures box mAP); use static for a "
-                            f"{task} model")
+        raise CompressError(f"quantize_mode={mode} is for detect models; use static for a {task} model")
     if mode == "qat" and not float_head:
         raise CompressError("quantize_mode=qat keeps the head's decoding in float; drop float_head=false "
                             "(--no-float-head)")
