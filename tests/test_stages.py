@@ -110,6 +110,8 @@ def test_a_new_stage_gets_its_subcommand_and_api_entry(tiny_yaml, tmp_path):
     assert outputs["note"].read_text() == "0.9" and pm.weights == outputs["weights"] == tmp_path / "api" / "polish.pt"
     with pytest.raises(CompressError, match="polish_strength=-1.0: must be > 0"):
         pm.apply("polish", out=tmp_path / "api", stages=LOCAL_STAGES, polish_strength=-1.0)
+    with pytest.raises(CompressError, match="refusing to overwrite the input weights"):
+        pm.apply("polish", out=tmp_path / "api", stages=LOCAL_STAGES)  # its input is api/polish.pt now
 
 
 def _plan(**keys: Any) -> tuple[dict[str, Segment], dict[str, int]]:

@@ -239,6 +239,8 @@ class PruneModel:
         config = load_config(stages=tuple(by_name.values()), weights=str(self.weights), out=str(out), **keys)
         folder = writable_dir(out)
         runner = by_name[stage](RunContext(config, make_plan((by_name[stage],), config), folder, self.data, self.imgsz))
+        if runner.makes_weights:
+            output_path(runner.outputs()["weights"], (self.weights,), flag="out")  # never over its input
         runner.check(self.model)
         runner.run(runner.sources(dict.fromkeys(by_name, self.weights)), resume)
         outputs = runner.outputs()
