@@ -31,6 +31,7 @@ from yolo_compress.families import keep_whole_modules
 from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count
 from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
+from yolo_compress.prune.flops import FlopsCounter
 from yolo_compress.prune.importance import importance
 from yolo_compress.prune.settings import PruneSettings
 
@@ -189,10 +190,13 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     params_before, gflops_before = param_count(model), gflops(model, imgsz)
     channels_before = _prunable_channels(model)
     swap_c2f_(model)
+    flops = gflops_before
     if settings.head_ratio:  # a fixed share first; then the search treats the head as a whole, kept
         _prune_head_(model, inputs, settings)
-    schedule = _ratio_schedule(settings, iterative_steps, gflops(model, imgsz) / gflops_before)
-    model, done, flops = _step_to_target(model, inputs, imgsz, settings, schedule, gflops_before)
+        flops = gflops(model, imgsz)
+    schedule = _ratio_schedule(settings, iterative_steps, flops / gflops_before)
+    counter = FlopsCounter(model, inputs, imgsz, flops)
+    model, done, flops = _step_to_target(model, inputs, counter, settings, schedule, gflops_before)
     _finish_(model)
     result = PruneResult(
         params_before=params_before, params_after=param_count(model), gflops_before=gflops_before,
@@ -270,7 +274,7 @@ def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSetting
     return pruner
 
 
-def _step_to_target(model: nn.Module, inputs: torch.Tensor, imgsz: int, settings: PruneSettings,
+def _step_to_target(model: nn.Module, inputs: torch.Tensor, counter: FlopsCounter, settings: PruneSettings,
                     schedule: list[float], gflops_before: float) -> tuple[nn.Module, int, float]:
     """Prune ``model`` through the schedule (``factor``) or just to the speed-up target; the pruned model (``model``
     itself, or a copy of it taken one group earlier), the steps and the GFLOPs.
@@ -281,7 +285,8 @@ def _step_to_target(model: nn.Module, inputs: torch.Tensor, imgsz: int, settings
     yields them) until the target is met. One group's cut can still overshoot (8 channels of a narrow layer: YOLO11n-seg
     at 64 px, 2.2%); once within :data:`TARGET_TOLERANCE` below the target, the model as it was before each group is
     kept, and when the last cut overshoots by more than that tolerance, the model before it is the result if it lies
-    closer to the target (a result within the tolerance above it is kept as it is).
+    closer to the target (a result within the tolerance above it is kept as it is). GFLOPs are estimated between
+    cuts and counted exactly where a decision is taken (:class:`~yolo_compress.prune.flops.FlopsCounter`).
 
     Raises:
         CompressError: the speed-up is not reached with up to 90% of every group's channels removed.
@@ -291,43 +296,49 @@ def _step_to_target(model: nn.Module, inputs: torch.Tensor, imgsz: int, settings
         pruner = _build_pruner(model, inputs, settings, schedule)
         for _ in range(len(schedule) - 1):
             pruner.step()
-        return model, len(schedule) - 1, gflops(model, imgsz)
+        return model, len(schedule) - 1, counter.exact(model)
     probe = deepcopy(model)
-    last = _first_step_reaching(_build_pruner(probe, inputs, settings, schedule), probe, imgsz, settings, schedule,
+    last = _first_step_reaching(_build_pruner(probe, inputs, settings, schedule), probe, counter, settings, schedule,
                                 gflops_before)
     pruner = _build_pruner(model, inputs, settings, schedule)
     for _ in range(last - 1):
         pruner.step()
-    params, flops, before = param_count(model), gflops(model, imgsz), None
+    # an exact reference at a wider state: estimates err low only going on from it, never going back (the probe's)
+    params, flops, before, done = param_count(model), counter.exact(model), None, False
     for group in pruner.step(interactive=True):
-        if gflops_before / flops >= target * (1 - TARGET_TOLERANCE):
-            before = (deepcopy(model), flops)  # the state to fall back on if this group's cut overshoots further
+        if gflops_before / flops >= target * (1 - TARGET_TOLERANCE):  # estimated: a copy too many, never one too few
+            before = deepcopy(model)  # the state to fall back on if this group's cut overshoots further
         group.prune()
         if param_count(model) != params:  # a group whose widths did not change needs no count
-            params, flops = param_count(model), gflops(model, imgsz)
-            if gflops_before / flops >= target:
+            params, (done, flops) = param_count(model), counter.reached(model, gflops_before, target)
+            if done:
                 break
+    flops = flops if done else counter.exact(model)
     over = gflops_before / flops / target - 1
-    if before is not None and over > TARGET_TOLERANCE and abs(gflops_before / before[1] / target - 1) < over:
-        return before[0], last, before[1]
+    if before is not None and over > TARGET_TOLERANCE:
+        kept = counter.exact(before)
+        short = abs(gflops_before / kept / target - 1)  # below the target: the loop went on from there
+        if short <= TARGET_TOLERANCE and short < over:
+            return before, last, kept
     return model, last, flops
 
 
-def _first_step_reaching(pruner: tp.pruner.BasePruner, model: nn.Module, imgsz: int, settings: PruneSettings,
-                         schedule: list[float], gflops_before: float) -> int:
+def _first_step_reaching(pruner: tp.pruner.BasePruner, model: nn.Module, counter: FlopsCounter,
+                         settings: PruneSettings, schedule: list[float], gflops_before: float) -> int:
     """The number of whole steps after which ``model`` (a probe, pruned in place) first meets the speed-up target.
 
     Raises:
         CompressError: the target is not met with up to 90% of every group's channels removed.
     """
-    flops, params = gflops_before, param_count(model)
+    params, target = param_count(model), settings.target_speed_up
     for done in range(1, len(schedule)):
         pruner.step()
         if param_count(model) != params:  # unchanged widths: skip the count
-            flops, params = gflops(model, imgsz), param_count(model)
+            (reached, flops), params = counter.reached(model, gflops_before, target), param_count(model)
             LOGGER.debug("step %d, ratio %.3f: %.3f GFLOPs (%.2fx)", done, schedule[done], flops, gflops_before / flops)
-            if gflops_before / flops >= settings.target_speed_up:
+            if reached:
                 return done
+    flops = counter.exact(model)
     hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
     raise CompressError(f"speed_up={settings.target_speed_up} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} "
                         f"of every group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
