@@ -49,8 +49,10 @@ class FlopsCounter:
     """GFLOPs of a model through a prune, and of copies of it (layers are found by name)."""
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, imgsz: int, flops: float) -> None:
-        """``flops``: Ultralytics' count of ``model`` as it is now, the reference of the first estimates."""
-        self.imgsz, self.areas = imgsz, _areas(model, inputs)
+        """``flops``: Ultralytics' count of ``model`` as it is now, the reference of the first estimates; the areas
+        are taken at ``imgsz`` itself (a classifier's linear layer does not grow with the image, its convs do)."""
+        self.imgsz = imgsz
+        self.areas = _areas(model, inputs.new_zeros(*inputs.shape[:2], imgsz, imgsz))
         self._ref = (flops, self._weighted(model))  # the last exact count and the weighted size it was taken at
 
     def _weighted(self, model: nn.Module) -> int:
