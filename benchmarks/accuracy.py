@@ -285,7 +285,7 @@ def targets(summary: dict[str, Any], base: dict[str, float]) -> list[dict[str, A
     for dataset, budgets in summary.items():
         for budget, ratios in budgets.items():
             for ratio, rec in ratios.items():
-                where, min_seeds = f"{dataset} {budget} {ratio}", DATASETS[dataset].get("min_seeds", MIN_SEEDS)
+                where, min_seeds = f"{dataset} {budget} {ratio}", DATASETS.get(dataset, {}).get("min_seeds", MIN_SEEDS)
                 if "default" not in rec:
                     continue
                 gain = GAIN.get(ratio, 0.0)
