@@ -109,6 +109,7 @@ def test_train_refuses_to_overwrite_its_input(tiny_yaml, tmp_path):
 NETWORK_PROBE = textwrap.dedent(
     """
     import socket, sys
+    socket.socket().connect_ex(("127.0.0.1", 9))  # the control: strace must see this one (refused, local)
     events = []
     def hook(event, args):
         if event.startswith("socket.") and event not in ("socket.__new__",):
@@ -163,15 +164,17 @@ def test_every_stage_and_the_cli_make_no_network_calls(tiny_yaml, tmp_path):
     (tmp_path / "home").mkdir()
     command = [sys.executable, str(script), str(tiny_yaml), str(images)]
     strace = shutil.which("strace")
-    if strace:  # sees what native libraries send, which Python's audit hooks cannot
-        command = [strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(tmp_path / "net.trace"),
-                   *command]
+    if strace:  # sees what native libraries send, which Python's audit hooks cannot; stops only on those calls
+        command = [strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect,sendto,sendmsg",
+                   "-o", str(tmp_path / "net.trace"), *command]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("EVENTS")][-1]
     assert line == "EVENTS []", line
     if strace:
-        assert _network_syscalls(tmp_path / "net.trace") == []
+        calls = _network_syscalls(tmp_path / "net.trace")
+        assert [c for c in calls if 'inet_addr("127.0.0.1")' in c and "htons(9)" in c], "strace missed the control"
+        assert [c for c in calls if "htons(9)" not in c] == []
     assert [p for p in (tmp_path / "home").rglob("*")] == []
     fresh = tmp_path / "tmp" / default_config_dir().relative_to(tempfile.gettempdir())
     assert (fresh / "Ultralytics" / "Arial.ttf").is_file() and (tmp_path / "report" / "compare.md").is_file()
