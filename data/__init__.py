@@ -11,15 +11,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from yolo_compress.data.classify import CLASSES as CLASSIFY_CLASSES
 from yolo_compress.data.classify import ensure_classify_dataset, make_classify_dataset
 from yolo_compress.data.clutter import make_clutter_dataset
 from yolo_compress.data.diagram import make_diagram_dataset
-from yolo_compress.data.synthetic import ensure_dataset, ensure_shapes_dataset, make_shapes_dataset
-from yolo_compress.data.tasks import make_obb_dataset, make_pose_dataset, make_segment_dataset
+from yolo_compress.data.synthetic import SHAPES, ensure_dataset, ensure_shapes_dataset, make_shapes_dataset
+from yolo_compress.data.tasks import (
+    OBB_CLASSES,
+    POSE_CLASSES,
+    SEGMENT_CLASSES,
+    make_obb_dataset,
+    make_pose_dataset,
+    make_segment_dataset,
+)
 
 GENERATORS = {"shapes": make_shapes_dataset, "clutter": make_clutter_dataset, "diagram": make_diagram_dataset,
               "classify": make_classify_dataset, "segment": make_segment_dataset, "pose": make_pose_dataset,
               "obb": make_obb_dataset}
+# the class names of each task's built-in set, known before it is generated (a model of another class count is refused
+# without writing anything)
+BUILTIN_CLASSES = {"detect": SHAPES, "classify": CLASSIFY_CLASSES, "segment": SEGMENT_CLASSES, "pose": POSE_CLASSES,
+                   "obb": OBB_CLASSES}
 # a YOLOv8n trained on the built-in shapes set until its mAP stopped rising (the README gives the command), shipped
 # so the demo spends its minutes on compression; present in a source checkout
 SHIPPED_BASELINE = Path(__file__).resolve().parents[1] / "weights" / "shapes-yolov8n.pt"

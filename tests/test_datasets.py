@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,32 @@ def test_label_files_mixing_polygon_and_box_rows_are_summed_up(tiny_yaml, tmp_pa
         resolve_data(path)
     lines = [r.getMessage() for r in caplog.records if r.name == "yolo_compress.dataset"]
     assert len(lines) == 1 and "12 of 16 images skipped" in lines[0] and "mix segment and detection" in lines[0]
+
+
+def test_a_checkpoint_without_data_uses_the_data_and_size_it_was_trained_on(tiny_yaml, tmp_path, monkeypatch):
+    """As ``YOLO(path).val()`` does: the checkpoint's own dataset and image size, nothing generated in the folder."""
+    monkeypatch.chdir(tmp_path)
+    data = resolve_data(tiny_yaml)
+    model = build_from_yaml("yolov8n.yaml", data)
+    model.args = {"data": str(tiny_yaml), "imgsz": 96}
+    pm = PruneModel(save_checkpoint(model, tmp_path / "own.pt"))
+    assert (pm.data.path, pm.imgsz) == (data.path, 96)
+    assert PruneModel(tmp_path / "own.pt", imgsz=64).imgsz == 64
+    from yolo_compress.models import gflops
+    from yolo_compress.report.compare import compare_files
+
+    row = compare_files([tmp_path / "own.pt"], out_dir=tmp_path / "report", rounds=1)[0]
+    assert row.gflops == pytest.approx(gflops(pm.model, 96), rel=1e-3) != pytest.approx(gflops(pm.model, 64))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["own.pt", "report"]
+
+
+def test_a_checkpoint_whose_data_is_elsewhere_is_refused_before_the_built_in_set_is_written(tiny_yaml, tmp_path,
+                                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = build_from_yaml("yolov8n.yaml", replace(resolve_data(tiny_yaml), names={i: str(i) for i in range(80)}))
+    model.args = {"data": "/elsewhere/coco.yaml", "imgsz": 640}
+    save_checkpoint(model, tmp_path / "coco.pt")
+    with pytest.raises(CompressError, match=r"predicts 80 classes but the dataset has 4; it was trained on "
+                                            r"/elsewhere/coco.yaml, which is not here; pass --data"):
+        PruneModel(tmp_path / "coco.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco.pt"]

@@ -189,8 +189,9 @@ def compare_files(weights: list[str | Path], data: Dataset | str | Path | None =
                   out_dir: str | Path = "weights", names: list[str] | None = None, rounds: int = 30,
                   threads: int | None = None) -> list[Row]:
     """:func:`compare` of files in any order of ``.pt``, ``.onnx`` and OpenVINO folders, written as
-    ``compare.md/.csv/.png`` in ``out_dir``. The first row sets the task (and the built-in dataset when ``data`` is
-    ``None``): from its checkpoint, or from an export's Ultralytics metadata, since an export is no checkpoint.
+    ``compare.md/.csv/.png`` in ``out_dir``. The first row sets the task, from its checkpoint or an export's
+    Ultralytics metadata (an export is no checkpoint); with ``data`` ``None``, a first checkpoint's own data and
+    image size when that data is here, else the built-in set of the task.
 
     Raises:
         CompressError: a missing file, an unwritable ``out_dir``, a bad ``imgsz``, rows of another task or classes.
@@ -199,6 +200,7 @@ def compare_files(weights: list[str | Path], data: Dataset | str | Path | None =
     from yolo_compress.deploy.openvino import is_openvino
     from yolo_compress.preflight import check_imgsz, check_writable
     from yolo_compress.report.render import write_report
+    from yolo_compress.workspace import checkpoint_defaults
 
     paths = [Path(w) for w in weights]
     missing = [str(p) for p in paths if not (p.is_file() or is_openvino(p))]
@@ -207,6 +209,9 @@ def compare_files(weights: list[str | Path], data: Dataset | str | Path | None =
     if imgsz is not None:
         check_imgsz(imgsz)
     out = check_writable(Path(out_dir).expanduser().absolute(), "pass --out (out_dir in Python) in a writable folder")
+    if data is None and runtime_of(paths[0]) == "pytorch":  # the first checkpoint's own data, as Ultralytics does
+        data, trained_imgsz = checkpoint_defaults(load_model(paths[0]), f"weights {paths[0]}")
+        imgsz = imgsz or trained_imgsz
     if not isinstance(data, Dataset):
         data = resolve_data(data, _task_of_file(paths[0]))
     rows = compare(paths, data, imgsz or data.imgsz, names=names, rounds=rounds, threads=threads)
