@@ -9,8 +9,8 @@ and the DDP launcher rebuild the same distillation from ``vars(args)``. How :cla
   student exists; ``add_param_groups`` adds the connectors' parameters as extra groups, before the LR scheduler.
 * The ``on_train_start`` callback (after the EMA was copied from the bare student) hooks the student and wraps its
   criterion in :class:`DistillCriterion`, which appends one loss item per distillation loss (``cwd_loss``,
-  ``mgd_loss``, ``kd_loss``). The validator runs the EMA, whose criterion is the plain detection loss: the extra
-  keys read 0 there, so train and val columns match.
+  ``mgd_loss``, ``kd_loss``, ``mask_kd_loss``). The validator runs the EMA, whose criterion is the plain detection
+  loss: the extra keys read 0 there, so train and val columns match.
 * ``teardown`` (run by ``BaseTrainer.train`` also on error) removes the hooks and restores the plain criterion.
 * ``before_optimizer_step`` averages the connectors' gradients over DDP ranks (they are outside the DDP-wrapped
   student) and clips them; ``clean_for_save`` strips any stray hook from the EMA (a NaN recovery rebuilds the EMA
@@ -47,7 +47,7 @@ class DistillCriterion:
 
     def __init__(self, base: Any, distiller: Distiller, settings: DistillSettings, progress: Any) -> None:
         self.base, self.distiller, self.settings, self.progress = base, distiller, settings, progress
-        self.weights = {"kd_loss": settings.kd_weight}
+        self.weights = {"kd_loss": settings.kd_weight, "mask_kd_loss": settings.kd_weight}
         if settings.feature:
             self.weights[f"{settings.feature}_loss"] = settings.distill_weight
 

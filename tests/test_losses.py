@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from yolo_compress.distill.connectors import CWDConnector, MGDConnector
-from yolo_compress.distill.losses import ChannelWiseDivergence, DetectKD, LogitKD, MGDLoss
+from yolo_compress.distill.losses import ChannelWiseDivergence, DetectKD, LogitKD, MaskKD, MGDLoss
 
 
 def cwd_reference(s: torch.Tensor, t: torch.Tensor, tau: float) -> float:
@@ -150,6 +150,41 @@ def test_detect_kd_class_term_is_normalised_by_teacher_score_mass():
     small = kd(torch.cat([fg_s, bg], 2), torch.cat([fg_t, bg], 2))
     large = kd(torch.cat([fg_s, bg, bg], 2), torch.cat([fg_t, bg, bg], 2))
     assert float(large) == pytest.approx(float(small), rel=1e-3)
+
+
+def mask_kd_reference(cs, ps, ct, pt, scores_t, boxes, q_min: float, top_k: int) -> float:
+    """MaskKD as loops over images and their top-k anchors: each mask assembled, cropped to the box, binary KL."""
+    num = den = 0.0
+    for n in range(cs.shape[0]):
+        q = torch.sigmoid(scores_t[n]).amax(0)
+        for a in q.topk(top_k).indices.tolist():
+            if q[a] < q_min:
+                continue
+            s, t = torch.einsum("c,chw->hw", cs[n, :, a], ps[n]), torch.einsum("c,chw->hw", ct[n, :, a], pt[n])
+            x1, y1, x2, y2 = boxes[n, a].tolist()
+            kl = [float(t.sigmoid()[i, j] * (F.logsigmoid(t[i, j]) - F.logsigmoid(s[i, j]))
+                        + (1 - t.sigmoid()[i, j]) * (F.logsigmoid(-t[i, j]) - F.logsigmoid(-s[i, j])))
+                  for i in range(s.shape[0]) for j in range(s.shape[1]) if x1 <= j < x2 and y1 <= i < y2]
+            num, den = num + float(q[a]) * (sum(kl) / max(len(kl), 1)), den + float(q[a])
+    return num / den if den else 0.0
+
+
+def test_mask_kd_zero_on_equal_and_reference():
+    g = torch.Generator().manual_seed(3)
+    cs, ct = torch.randn(2, 4, 9, generator=g), torch.randn(2, 4, 9, generator=g)
+    ps, pt = torch.randn(2, 4, 6, 6, generator=g), torch.randn(2, 4, 6, 6, generator=g)
+    scores_t = torch.randn(2, 3, 9, generator=g) * 2
+    xy = torch.rand(2, 9, 2, generator=g) * 4
+    boxes = torch.cat([xy, xy + 1 + torch.rand(2, 9, 2, generator=g) * 3], 2)
+    kd = MaskKD(min_score=0.5, top_k=5)
+    assert float(kd(ct, pt, ct, pt, scores_t, boxes)) == pytest.approx(0.0, abs=1e-6)
+    expected = mask_kd_reference(cs, ps, ct, pt, scores_t, boxes, q_min=0.5, top_k=5)
+    assert expected > 0 and float(kd(cs, ps, ct, pt, scores_t, boxes)) == pytest.approx(expected, rel=1e-5)
+    above = boxes.clone()
+    above[..., 3] = above[..., 3].clamp(max=5.0)  # every box ends above the last row (y < 5)
+    changed = pt.clone()
+    changed[..., 5, :] += 9.0  # the teacher's masks differ only outside every box: nothing to learn there
+    assert float(kd(cs, ps, ct, changed, scores_t, above)) == pytest.approx(float(kd(cs, ps, ct, pt, scores_t, above)))
 
 
 def test_kd_rejects_bad_mode():

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from yolo_compress.distill.losses import DetectKD
+from yolo_compress.distill.losses import DetectKD, MaskKD
 from yolo_compress.distill.methods import FEATURE_METHODS
 from yolo_compress.distill.recorder import FeatureRecorder
 from yolo_compress.distill.settings import DistillSettings
@@ -59,10 +59,15 @@ def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor |
 
 
 def _head_branches_of(head: nn.Module, x: list[torch.Tensor]) -> dict:
-    """The head's raw dict, or ``{"one2many": ..., "one2one": ...}`` for an end-to-end head (as in training)."""
-    if getattr(head, "one2one_cv2", None) is None:
-        return head.forward_head(x, **head.one2many)
-    return {"one2many": head.forward_head(x, **head.one2many), "one2one": head.forward_head(x, **head.one2one)}
+    """The head's raw dict, or ``{"one2many": ..., "one2one": ...}`` for an end-to-end head (as in training), with
+    a segmentation head's prototypes in each (``"proto"``) as its own forward adds them."""
+    branches = {k: head.forward_head(x, **getattr(head, k)) for k in ("one2many", "one2one")
+                if k == "one2many" or getattr(head, "one2one_cv2", None) is not None}
+    if hasattr(head, "proto"):  # Segment builds them from the first level, Segment26 from all
+        proto = head.proto(x if type(head).__name__ == "Segment26" else x[0])
+        for branch in branches.values():
+            branch["proto"] = proto
+    return branches["one2many"] if len(branches) == 1 else branches
 
 
 def head_branches(preds: dict | tuple | list) -> dict[str, dict[str, torch.Tensor]]:
@@ -135,6 +140,8 @@ class Distiller(nn.Module):
             _check_heads_match(head_s, head_t)
             self.head_kd = DetectKD(settings.kd_tau, reg_max=head_s.reg_max, box=settings.kd_box,
                                     box_min_score=settings.kd_box_min)
+        self.mask_kd = MaskKD(settings.kd_box_min) if self.use_kd and settings.kd_mask and hasattr(head_s, "proto") \
+            else None
         self.to(next(student.parameters()).device)
 
     def __enter__(self) -> Distiller:
@@ -191,11 +198,32 @@ class Distiller(nn.Module):
                 if preds_s is None:
                     raise ValueError("KD needs the student's head output: pass preds_s")
                 heads_s = head_branches(preds_s)
+                pairs = [(heads_s[k], head_t[k]) for k in heads_s]
                 losses["kd_loss"] = sum(
                     self.head_kd(s["scores"].float(), t["scores"].float(), s["boxes"].float(), t["boxes"].float())
-                    for s, t in ((heads_s[k], head_t[k]) for k in heads_s)
+                    for s, t in pairs
                 )
+                if self.mask_kd is not None:
+                    losses["mask_kd_loss"] = sum(self._mask_kd(s, t, img.shape[2]) for s, t in pairs)
         return losses
+
+    def _mask_kd(self, s: dict[str, torch.Tensor], t: dict[str, torch.Tensor], img_h: int) -> torch.Tensor:
+        """:class:`MaskKD` of one head branch, the teacher's boxes decoded into prototype pixels."""
+        proto_s, proto_t = (p[0] if isinstance(p, tuple) else p for p in (s["proto"], t["proto"]))
+        return self.mask_kd(s["mask_coefficient"].float(), proto_s.float(), t["mask_coefficient"].float(),
+                            proto_t.float(), t["scores"].float(),
+                            decoded_boxes(self.teacher.model[-1], t) * (proto_t.shape[2] / img_h))
+
+
+@torch.no_grad()
+def decoded_boxes(head: nn.Module, raw: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N, A, 4) xyxy boxes in input pixels from a Detect head's raw ``"boxes"`` and ``"feats"``, as its inference
+    decodes them (DFL, then distances from the anchor points, times the strides)."""
+    from ultralytics.utils.tal import dist2bbox, make_anchors
+
+    anchors, strides = (a.transpose(0, 1) for a in make_anchors(raw["feats"], head.stride, 0.5))
+    distances = head.dfl(raw["boxes"].float())  # (N, 4, A)
+    return (dist2bbox(distances, anchors.unsqueeze(0), xywh=False, dim=1) * strides).transpose(1, 2)
 
 
 @torch.no_grad()

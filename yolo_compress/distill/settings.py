@@ -57,6 +57,8 @@ class DistillSettings(Settings):
     kd_box: bool = setting(True, "also distil the DFL box bins (detection)")
     kd_box_min: float = setting(0.25, "teacher score from which an anchor's box bins are distilled", check=_fraction,
                                 must="in [0, 1)")
+    kd_mask: bool = setting(False, "segmentation: also distil each anchor's mask, inside the teacher's box, where "
+                            "the teacher sees an object (scored from kd_box_min)")
     distill_warmup: float = setting(0.2, "detection: share of the run over which the weight ramps up from 0",
                                     check=_fraction, must="in [0, 1)")
     distill_schedule: str = setting("constant", "detection, after the warm-up: constant, or cosine decay to "

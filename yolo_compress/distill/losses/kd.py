@@ -127,6 +127,54 @@ class DetectKD(nn.Module):
                                             boxes_t.view(n, 4, self.reg_max, a) / self.tau, dim=2).mean(1)
 
 
+class MaskKD(nn.Module):
+    """Logit KD on a segmentation head's masks: the student draws, inside the teacher's box, the mask the teacher
+    draws, at the anchors where the teacher sees an object.
+
+    Each anchor's mask logits are its coefficients times the prototypes, as Ultralytics assembles them (its own mask
+    loss is a BCE cropped to the box); coefficients and prototypes are distilled only through the masks they make,
+    so the student keeps its own prototype basis::
+
+        L = sum_{n,a in top-k, q_na >= q_min} q_na * mean_{(h,w) in box_na} KLbin(t_nahw || s_nahw) / sum q_na
+        t_nahw = sum_c ct_nca * Pt_nchw,  s_nahw = sum_c cs_nca * Ps_nchw
+
+    ``q_na = max_k sigmoid(scores_t)`` as in :class:`DetectKD`; outside the box the teacher's mask is untrained (its
+    loss is cropped there too). Only the ``top_k`` anchors of each image by ``q`` are drawn: a mask per anchor is
+    (H, W), and 8400 anchors at 640 px would take gigabytes.
+
+    Shapes: ``coef_*`` (N, nm, A), ``proto_*`` (N, nm, H, W), ``scores_t`` (N, nc, A), ``boxes_t`` (N, A, 4) xyxy in
+    prototype pixels. Returns a scalar; the teacher is detached.
+
+    Args:
+        min_score (float): ``q_min``, the teacher score from which an anchor's mask is distilled.
+        top_k (int): anchors drawn per image.
+    """
+
+    def __init__(self, min_score: float = 0.25, top_k: int = 32) -> None:
+        super().__init__()
+        self.min_score, self.top_k = float(min_score), int(top_k)
+
+    def forward(self, coef_s: torch.Tensor, proto_s: torch.Tensor, coef_t: torch.Tensor, proto_t: torch.Tensor,
+                scores_t: torch.Tensor, boxes_t: torch.Tensor) -> torch.Tensor:
+        """Return the scalar mask KD loss (0 with the student's graph kept when the teacher sees nothing)."""
+        quality, idx = torch.sigmoid(scores_t.detach()).amax(1).topk(min(self.top_k, scores_t.shape[2]), dim=1)
+        weight = quality * (quality >= self.min_score)  # (N, k)
+        pick = idx.unsqueeze(1).expand(-1, coef_s.shape[1], -1)  # (N, nm, k)
+        masks_s = torch.einsum("nck,nchw->nkhw", coef_s.gather(2, pick), proto_s)
+        masks_t = torch.einsum("nck,nchw->nkhw", coef_t.detach().gather(2, pick), proto_t.detach())
+        inside = _box_area(boxes_t.detach().gather(1, idx.unsqueeze(2).expand(-1, -1, 4)), masks_s.shape[2:])
+        kl = (bernoulli_kl(masks_s, masks_t) * inside).sum((2, 3)) / inside.sum((2, 3)).clamp(min=1.0)
+        return (weight * kl).sum() / weight.sum().clamp(min=1e-6)
+
+
+def _box_area(boxes: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """(N, k, H, W) float mask of the pixels whose centres lie in each xyxy box (N, k, 4) (Ultralytics' crop_mask)."""
+    x = torch.arange(size[1], device=boxes.device, dtype=boxes.dtype)[None, None, None, :]
+    y = torch.arange(size[0], device=boxes.device, dtype=boxes.dtype)[None, None, :, None]
+    x1, y1, x2, y2 = (b[..., None, None] for b in boxes.unbind(-1))
+    return ((x >= x1) & (x < x2) & (y >= y1) & (y < y2)).to(boxes.dtype)
+
+
 class SoftTargetLoss(nn.Module):
     """Hinton's knowledge-distillation objective for a classifier: hard labels plus the teacher's soft targets.
 
