@@ -123,16 +123,6 @@ def test_one_epoch_of_distillation_runs_with_finite_losses(task, task_pt, task_p
         p.numel() for p in load_model(task_pruned[task]).parameters())
 
 
-def test_mask_distillation_adds_its_loss_to_a_segment_run(task_pt, task_pruned, task_yaml, tmp_path):
-    """``kd_mask``: one epoch of logit KD with the masks' term, logged beside the others, finite and positive."""
-    pm = PruneModel(task_pruned["segment"], data=task_yaml["segment"], imgsz=IMGSZ)
-    pm.distill(task_pt["segment"], loss="kd", kd_mask=True, kd_box_min=0.0, save_dir=tmp_path / "d.pt", epochs=1,
-               batch=8, plots=False)
-    header, row = (tmp_path / "runs" / "d" / "results.csv").read_text().strip().splitlines()
-    losses = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(",")) if "loss" in k}
-    assert all(math.isfinite(v) for v in losses.values()) and losses["train/mask_kd_loss"] > 0, losses
-
-
 @pytest.mark.parametrize("task", list(TASKS))
 def test_pruned_model_exports_to_onnx_with_the_same_outputs(task, task_pruned, onnx_and_torch):
     got, want = onnx_and_torch(task_pruned[task], IMGSZ)
@@ -167,13 +157,13 @@ def test_a_model_of_an_unsupported_task_is_one_error_line(tmp_path, capsys):
 
 
 def test_a_segmentation_model_goes_through_the_pipeline(task_yaml, tmp_path):
-    """``run`` on a segment model: baseline, prune, one epoch of distillation (logit KD) from the unpruned model, the
-    table with mask mAP."""
+    """``run`` on a segment model: baseline, prune, one epoch of distillation (logit KD, with the masks' term) from
+    the unpruned model, the table with mask mAP."""
     from yolo_compress.config import load_config
     from yolo_compress.pipeline import CompressionPipeline
 
     cfg = load_config(model="yolov8n-seg.yaml", data=str(task_yaml["segment"]), out=str(tmp_path / "o"),
-                      imgsz=IMGSZ, epochs=1, batch=8)
+                      imgsz=IMGSZ, epochs=1, batch=8, kd_mask=True, kd_box_min=0.0)
     result = CompressionPipeline(cfg).run()
     assert result.ran == ["baseline", "prune", "distill", "compare"]
     rows = {r["name"]: r for r in result.rows}
@@ -183,3 +173,4 @@ def test_a_segmentation_model_goes_through_the_pipeline(task_yaml, tmp_path):
     header, row = (tmp_path / "o" / "runs" / "distill" / "results.csv").read_text().strip().splitlines()[:2]
     losses = {k.strip(): float(v) for k, v in zip(header.split(","), row.split(",")) if "loss" in k}
     assert "train/kd_loss" in losses and all(math.isfinite(v) for v in losses.values())  # one epoch of KD
+    assert losses["train/mask_kd_loss"] > 0, losses
