@@ -96,7 +96,7 @@ class Bench:
         test = validate(weights, self.data, self.data.imgsz, split="test")
         self.runs["runs"][run_id] = {
             "fingerprint": fingerprint, "map": test["mAP50-95"], "map50": test["mAP50"], "seed": seed,
-            "epochs": epochs, "weights": str(weights), "seconds": round(time.time() - t0),
+            "epochs": epochs, "weights": str(weights.relative_to(self.work)), "seconds": round(time.time() - t0),
             **model_size(load_model(weights), self.data.imgsz), "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2)}
         save_runs(self.runs)
@@ -184,13 +184,13 @@ def random_init(pruned: Path, out: Path, seed: int) -> None:
     save_checkpoint(model, out)
 
 
-def measure_latency(runs: dict[str, Any], data: Any, rounds: int) -> dict[str, Any]:
-    """ONNX Runtime and OpenVINO latency of seed 0's ``large`` and ``small`` weights (budget 20), interleaved, at 1
-    and 2 threads; exports are made next to the weights first."""
+def measure_latency(runs: dict[str, Any], data: Any, rounds: int, work: Path) -> dict[str, Any]:
+    """ONNX Runtime and OpenVINO latency of seed 0's ``large`` and ``small`` weights (budget 20, recorded relative to
+    ``work``), interleaved, at 1 and 2 threads; exports are made next to the weights first."""
     from yolo_compress import PruneModel
     from yolo_compress.report.compare import compare_files
 
-    models = {name: Path(runs["runs"][f"{name}/20ep/seed0"]["weights"]) for name in ("small", "large")}
+    models = {name: work / runs["runs"][f"{name}/20ep/seed0"]["weights"] for name in ("small", "large")}
     files, names = [], []
     for fmt in ("onnx", "openvino"):
         for name, weights in models.items():
@@ -302,7 +302,7 @@ def main() -> None:
         bench.run()
     latency_file = RESULTS / "large_vs_small_latency.json"
     if a.latency:
-        latency_file.write_text(json.dumps(measure_latency(bench.runs, bench.data, a.rounds), indent=1))
+        latency_file.write_text(json.dumps(measure_latency(bench.runs, bench.data, a.rounds, bench.work), indent=1))
     latency = json.loads(latency_file.read_text()) if latency_file.is_file() else None
     write_report(load_runs(), latency)
     print((RESULTS / "large_vs_small.md").read_text())
