@@ -15,8 +15,9 @@ from yolo_compress import CompressError, PruneModel
 from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.cli import main
 from yolo_compress.dataset import resolve_data
-from yolo_compress.models import build_from_yaml, gflops
+from yolo_compress.models import build_from_yaml, gflops, head_inner_convs
 from yolo_compress.prune import PruneSettings, prune_model
+from yolo_compress.prune.settings import HEAD_KEPT_WHOLE
 
 IMGSZ = 64
 TASKS = {"segment": "yolov8n-seg", "pose": "yolov8n-pose", "obb": "yolov8n-obb"}
@@ -91,6 +92,8 @@ def test_prune_keeps_the_task_outputs_and_lands_within_2_percent(name, task_yaml
     assert 0.99 * 2.0 <= result.speed_up <= 1.02 * 2.0, result.speed_up  # at most 1% under (see pruner), 2% over
     assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)
     assert _fixed_widths(pruned) == _fixed_widths(model)
+    head_widths = [[c.out_channels for c in head_inner_convs(m)] for m in (model, pruned)]  # kept whole: pose, OBB
+    assert (head_widths[0] == head_widths[1]) == (task in HEAD_KEPT_WHOLE), head_widths
     model.eval(), pruned.eval()
     x = torch.rand(2, 3, IMGSZ, IMGSZ)
     with torch.no_grad():

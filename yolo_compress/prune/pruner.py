@@ -28,7 +28,7 @@ from torch import nn
 
 from yolo_compress.errors import CompressError
 from yolo_compress.families import keep_whole_modules
-from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count
+from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count, task_of
 from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
 from yolo_compress.prune.flops import FlopsCounter
@@ -181,7 +181,7 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     """
     check_task(model)
     check_imgsz(imgsz)
-    settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model))
+    settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model), task=task_of(model))
     if iterative_steps is not None and iterative_steps < 1:
         raise CompressError(f"iterative_steps={iterative_steps} must be at least 1")
     t0 = time.perf_counter()

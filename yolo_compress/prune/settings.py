@@ -10,6 +10,10 @@ from yolo_compress.settings import Settings, fraction, positive, setting, unit_o
 IMPORTANCES = ("auto", "bn_scale", "l2", "group_norm")
 DEFAULT_SPEED_UP = 2.0  # the target when neither factor nor speed_up is given
 TARGET_KEYS = ("factor", "speed_up", "round_to", "head_ratio")  # what to remove: the part sparse training aims at too
+# tasks whose head is kept whole when head_ratio is unset: cutting the inner convs of their keypoint or angle branch
+# cost 14-17 (pose) and about 1 (OBB) points of the task's mAP50-95 at 2x, kept whole they match or beat (A)
+# (benchmarks/results/accuracy.md, sections pose and obb, explorations xposehw and xobbhw)
+HEAD_KEPT_WHOLE = frozenset({"pose", "obb"})
 
 
 def _above_one(v: float) -> bool:
@@ -25,7 +29,8 @@ class PruneSettings(Settings):
     class branch; the output convs, fixed by ``reg_max`` and ``nc``, always keep their widths) are pruned like any
     other layer when ``head_ratio`` is unset; ``head_ratio`` = r removes a share r of their channels first and then
     prunes the rest to the target; 0 keeps the head whole, as Torch-Pruning's YOLOv8 example does (the head is
-    37% of YOLOv8n's GFLOPs at 10 classes, so the rest then has to lose much more). ``importance="auto"`` ranks by
+    37% of YOLOv8n's GFLOPs at 10 classes, so the rest then has to lose much more), and is what an unset
+    ``head_ratio`` means for pose and OBB heads (:data:`HEAD_KEPT_WHOLE`). ``importance="auto"`` ranks by
     BatchNorm scale (``bn_scale``) when sparse training has zeroed channels, else by group magnitude
     (``group_norm``): on a model that was not sparse-trained, |gamma| barely varies and says little.
     ``global_pruning`` unset means: global for ``bn_scale`` (network slimming's one threshold on |gamma| across
@@ -44,7 +49,8 @@ class PruneSettings(Settings):
     round_to: int = setting(8, "keep channel counts multiples of this", check=positive, must=">= 1")
     head_ratio: float | None = setting(None, "detection head: share of its inner channels to remove first, then "
                                        "the rest is pruned to the target (0: the head is kept whole, as "
-                                       "torch-pruning's YOLOv8 example does); unset: pruned like any other layer",
+                                       "torch-pruning's YOLOv8 example does); unset: pruned like any other layer "
+                                       "(pose and OBB heads: kept whole, as measured)",
                                        check=fraction, must="in [0, 1), e.g. 0.5")
 
     def __post_init__(self) -> None:
@@ -61,10 +67,12 @@ class PruneSettings(Settings):
         """The keys that say what to remove (:data:`TARGET_KEYS`), as sparse training needs them."""
         return {k: getattr(self, k) for k in TARGET_KEYS}
 
-    def resolved(self, sparse_trained: bool) -> PruneSettings:
-        """Concrete criterion and scope: ``auto`` and an unset ``global_pruning`` decided."""
+    def resolved(self, sparse_trained: bool, task: str = "detect") -> PruneSettings:
+        """Concrete criterion, scope and head share: ``auto``, an unset ``global_pruning`` and an unset
+        ``head_ratio`` (0 for the tasks of :data:`HEAD_KEPT_WHOLE`) decided."""
         importance = self.importance
         if importance == "auto":
             importance = "bn_scale" if sparse_trained else "group_norm"
         is_global = importance == "bn_scale" if self.global_pruning is None else self.global_pruning
-        return replace(self, importance=importance, global_pruning=is_global)
+        head_ratio = 0.0 if self.head_ratio is None and task in HEAD_KEPT_WHOLE else self.head_ratio
+        return replace(self, importance=importance, global_pruning=is_global, head_ratio=head_ratio)
