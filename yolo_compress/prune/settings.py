@@ -10,9 +10,9 @@ from yolo_compress.settings import Settings, fraction, positive, setting, unit_o
 IMPORTANCES = ("auto", "bn_scale", "l2", "group_norm")
 DEFAULT_SPEED_UP = 2.0  # the target when neither factor nor speed_up is given
 TARGET_KEYS = ("factor", "speed_up", "round_to", "head_ratio")  # what to remove: the part sparse training aims at too
-# tasks whose head is kept whole when head_ratio is unset: cutting the inner convs of their keypoint or angle branch
-# cost 14-17 (pose) and about 1 (OBB) points of the task's mAP50-95 at 2x, kept whole they match or beat (A)
-# (benchmarks/results/accuracy.md, sections pose and obb, explorations xposehw and xobbhw)
+# tasks whose head is kept whole when head_ratio is unset: with their inner convs cut like other layers the default
+# was 14-17 (pose) and 0.8-1.0 (OBB) points of the task's mAP50-95 under (A) at 2x; kept whole, +1.8 (pose) and -0.3
+# (OBB) on 3 paired seeds (benchmarks/results/accuracy.md, sections pose and obb; explorations xposehw, xobbhw)
 HEAD_KEPT_WHOLE = frozenset({"pose", "obb"})
 
 
