@@ -62,7 +62,7 @@ class PolishStage(Stage):
 LOCAL_STAGES = (BaselineStage, PruneStage, PolishStage)
 
 
-def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path):
+def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path, monkeypatch):
     assert {"polish", "polish_strength"} <= set(config_keys(LOCAL_STAGES))
     assert "polish" not in config_keys()  # the real list is untouched
     cfg = load_config(stages=LOCAL_STAGES, polish_strength=0.9)
@@ -86,6 +86,15 @@ def test_a_new_stage_is_one_declaration(tiny_yaml, tmp_path):
     assert list(stages) == ["baseline", "prune", "polish"]
     assert stages["polish"]["settings"]["polish_strength"] == 0.7 and stages["polish"]["strength"] == 0.7
     assert (out / "polish.pt").read_bytes() == (out / "prune.pt").read_bytes()
+
+    import yolo_compress
+    from yolo_compress.pipeline import CompressionPipeline
+
+    keys = {"weights": str(weights), "data": str(tiny_yaml), "imgsz": 64, "out": str(out), "factor": 0.3,
+            "polish_strength": 0.7}
+    assert CompressionPipeline(load_config(stages=LOCAL_STAGES, **keys), LOCAL_STAGES).run().ran == []
+    monkeypatch.setattr(yolo_compress, "__version__", "99.0")  # another release may decide unset settings otherwise
+    assert CompressionPipeline(load_config(stages=LOCAL_STAGES, **keys), LOCAL_STAGES).run().ran == ["prune", "polish"]
 
 
 def test_a_new_stage_gets_its_subcommand_and_api_entry(tiny_yaml, tmp_path):

@@ -201,9 +201,12 @@ class Stage(ABC):
 
     def fingerprint(self) -> dict[str, Any]:
         """The stage's fingerprint: everything besides the sources that shapes its result (a change reruns it; the
-        manifest records it under ``settings``)."""
+        manifest records it under ``settings``). The version is in it: a release can decide an unset setting
+        otherwise (0.11.0 keeps pose and OBB heads whole), and a stage done by another release is done again."""
+        import yolo_compress
+
         own = self.config.settings[self.name].to_dict() if self.name in self.config.settings else {}
-        return {"imgsz": self.ctx.imgsz, **own}
+        return {"imgsz": self.ctx.imgsz, "version": yolo_compress.__version__, **own}
 
     def outputs(self) -> dict[str, Path]:
         """Files this stage writes, by role; ``weights`` is passed on to later stages."""
