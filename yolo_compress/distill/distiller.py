@@ -38,19 +38,20 @@ def hooked_layer_names(model: nn.Module, indices: Sequence[int] | None = None) -
     return [f"model.{i}" for i in chosen]
 
 
-def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor | list | dict:
+def run_to_layer(model: nn.Module, x: torch.Tensor, last: int, proto: bool = False) -> torch.Tensor | list | dict:
     """Run a ``DetectionModel``'s layers ``0..last`` and return the output of layer ``last``.
 
     The same routing as ``BaseModel._predict_once`` but stopping early, so a teacher that is only hooked in the
     neck skips the rest. When ``last`` is the ``Detect`` head, its raw ``forward_head`` dict (``"boxes"``,
-    ``"scores"``, ``"feats"``) is returned instead of decoded boxes.
+    ``"scores"``, ``"feats"``) is returned instead of decoded boxes, with a segmentation head's prototypes when
+    ``proto`` (mask distillation).
     """
     y: list = []
     for m in model.model:
         if m.f != -1:
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         if m.i == last and hasattr(m, "forward_head"):
-            return _head_branches_of(m, x)
+            return _head_branches_of(m, x, proto)
         x = m(x)
         if m.i == last:
             return x
@@ -58,15 +59,15 @@ def run_to_layer(model: nn.Module, x: torch.Tensor, last: int) -> torch.Tensor |
     return x
 
 
-def _head_branches_of(head: nn.Module, x: list[torch.Tensor]) -> dict:
-    """The head's raw dict, or ``{"one2many": ..., "one2one": ...}`` for an end-to-end head (as in training), with
-    a segmentation head's prototypes in each (``"proto"``) as its own forward adds them."""
+def _head_branches_of(head: nn.Module, x: list[torch.Tensor], proto: bool = False) -> dict:
+    """The head's raw dict, or ``{"one2many": ..., "one2one": ...}`` for an end-to-end head (as in training); with
+    ``proto``, a segmentation head's prototypes in each (``"proto"``) as its own forward adds them."""
     branches = {k: head.forward_head(x, **getattr(head, k)) for k in ("one2many", "one2one")
                 if k == "one2many" or getattr(head, "one2one_cv2", None) is not None}
-    if hasattr(head, "proto"):  # Segment builds them from the first level, Segment26 from all
-        proto = head.proto(x if type(head).__name__ == "Segment26" else x[0])
+    if proto:  # Segment builds them from the first level, Segment26 from all
+        protos = head.proto(x if type(head).__name__ == "Segment26" else x[0])
         for branch in branches.values():
-            branch["proto"] = proto
+            branch["proto"] = protos
     return branches["one2many"] if len(branches) == 1 else branches
 
 
@@ -171,7 +172,7 @@ class Distiller(nn.Module):
     def run_teacher(self, img: torch.Tensor) -> dict[str, dict[str, torch.Tensor]] | None:
         """Run the frozen teacher on ``img`` up to the deepest layer needed; its head branches when KD is on."""
         self.teacher.eval()
-        out = run_to_layer(self.teacher, img, self.last)
+        out = run_to_layer(self.teacher, img, self.last, proto=self.mask_kd is not None)
         return head_branches(out) if self.use_kd else None
 
     def forward(self, img: torch.Tensor, preds_s: dict | tuple | None = None) -> dict[str, torch.Tensor]:
