@@ -75,6 +75,12 @@ def atomic_replace_dir(staged: Path, target: Path) -> Path:
     return target
 
 
+def train_args_of(model: nn.Module) -> dict[str, Any]:
+    """A copy of the model's Ultralytics args (a dict or namespace; a loaded checkpoint's are its ``train_args``)."""
+    args = getattr(model, "args", None)
+    return dict(args) if isinstance(args, dict) else dict(vars(args)) if args is not None else {}
+
+
 def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """Save ``model`` (a float32 copy, no optimizer) as an Ultralytics checkpoint dict that ``YOLO(path)`` opens.
 
@@ -85,8 +91,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     from yolo_compress.models import task_of
 
     module = _detached_copy(model)
-    args = getattr(module, "args", None)
-    train_args = dict(args) if isinstance(args, dict) else dict(vars(args)) if args is not None else {}
+    train_args = train_args_of(module)
     module.task = train_args["task"] = task_of(module)  # else Ultralytics' loader defaults to "detect"
     ckpt = {
         "model": module,

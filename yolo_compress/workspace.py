@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from yolo_compress.checkpoint import load_model
+from yolo_compress.checkpoint import load_model, train_args_of
 from yolo_compress.data import BUILTIN_CLASSES
 from yolo_compress.dataset import Dataset, resolve_data
 from yolo_compress.models import build_from_yaml, check_class_count, task_of, yaml_task
@@ -65,16 +65,11 @@ class Workspace:
         return self.data.task
 
 
-def _train_args(model: nn.Module) -> dict:
-    args = getattr(model, "args", None)  # Ultralytics' loader: the defaults updated with the checkpoint's train_args
-    return args if isinstance(args, dict) else vars(args) if args is not None else {}
-
-
 def checkpoint_defaults(model: nn.Module, what: str) -> tuple[Path | None, int | None]:
     """Data and image size for a checkpoint given neither: those it was trained on when that data is on this machine
     (what Ultralytics' ``YOLO(path).val()`` uses); else ``(None, None)``, the built-in set of its task, once the
     model is known to fit it (nothing is generated for a model of another class count)."""
-    args = _train_args(model)
+    args = train_args_of(model)
     data, imgsz = args.get("data"), args.get("imgsz")
     if not (isinstance(data, str) and data and Path(data).expanduser().exists()):
         check_class_count(model, len(BUILTIN_CLASSES[task_of(model)]), what,
