@@ -6,6 +6,7 @@ guard (pytest-timeout), since a graph Torch-Pruning cannot handle hangs rather t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -71,6 +72,26 @@ def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
         a, b = model(x), pruned(x)
     a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
     assert a.shape == b.shape
+
+
+@pytest.mark.timeout(180)
+def test_cached_index_mappings_prune_exactly_as_torch_pruning_does(monkeypatch):
+    """The seam (patches/pruning.py) skips index-mapping updates between unchanged widths; the result must not move."""
+    import torch_pruning.dependency.index_mapping as index_mapping
+
+    import yolo_compress.prune.pruner as pruner
+
+    upstream, calls = index_mapping.update_index_mapping, []
+    monkeypatch.setattr(index_mapping, "update_index_mapping", lambda graph: calls.append(1) or upstream(graph))
+    model = build_from_yaml("yolo26n.yaml", Dataset(Path("-"), "detect", {i: str(i) for i in range(4)}, IMGSZ,
+                                                    Path("-")))
+    cached, _ = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
+    n_cached, calls[:] = len(calls), []
+    monkeypatch.setattr(pruner, "cached_index_mapping", contextlib.nullcontext)
+    plain, _ = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
+    assert n_cached < len(calls) / 2  # most updates saw the widths of the last one
+    a, b = cached.state_dict(), plain.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("name", ["yolo11n", "yolo26n"])

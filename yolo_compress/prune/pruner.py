@@ -29,6 +29,7 @@ from torch import nn
 from yolo_compress.errors import CompressError
 from yolo_compress.families import keep_whole_modules
 from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count, task_of
+from yolo_compress.patches.pruning import cached_index_mapping
 from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
 from yolo_compress.prune.flops import FlopsCounter
@@ -191,12 +192,13 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     channels_before = _prunable_channels(model)
     swap_c2f_(model)
     flops = gflops_before
-    if settings.head_ratio:  # a fixed share first; then the search treats the head as a whole, kept
-        _prune_head_(model, inputs, settings)
-        flops = gflops(model, imgsz)
-    schedule = _ratio_schedule(settings, iterative_steps, flops / gflops_before)
-    counter = FlopsCounter(model, inputs, imgsz, flops)
-    model, done, flops = _step_to_target(model, inputs, counter, settings, schedule, gflops_before)
+    with cached_index_mapping():
+        if settings.head_ratio:  # a fixed share first; then the search treats the head as a whole, kept
+            _prune_head_(model, inputs, settings)
+            flops = gflops(model, imgsz)
+        schedule = _ratio_schedule(settings, iterative_steps, flops / gflops_before)
+        counter = FlopsCounter(model, inputs, imgsz, flops)
+        model, done, flops = _step_to_target(model, inputs, counter, settings, schedule, gflops_before)
     _finish_(model)
     result = PruneResult(
         params_before=params_before, params_after=param_count(model), gflops_before=gflops_before,
