@@ -20,7 +20,7 @@ from yolo_compress.cli import main
 from yolo_compress.dataset import Dataset, resolve_data
 from yolo_compress.distill import Distiller, DistillSettings
 from yolo_compress.families import family_of, head_inputs, keep_whole_modules
-from yolo_compress.models import build_from_yaml, gflops
+from yolo_compress.models import build_from_yaml, gflops, head_inner_convs
 from yolo_compress.prune import PruneSettings, prune_model
 
 IMGSZ = 64
@@ -66,6 +66,8 @@ def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
     assert math.isclose(gflops(model, IMGSZ) / gflops(pruned, IMGSZ), result.speed_up, rel_tol=1e-6)
     attention = [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(pruned)]
     assert attention == [(m.qkv.conv.out_channels, m.proj.conv.out_channels) for m in keep_whole_modules(model)]
+    head = [[c.out_channels for c in head_inner_convs(m)] for m in (model, pruned)]
+    assert not head[0] or (head[0] == head[1]) == (name == "yolo26n"), head  # YOLO26: detection head whole
     x = torch.rand(2, 3, IMGSZ, IMGSZ)
     model.eval(), pruned.eval()
     with torch.no_grad():

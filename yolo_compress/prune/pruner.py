@@ -27,7 +27,7 @@ import torch_pruning as tp
 from torch import nn
 
 from yolo_compress.errors import CompressError
-from yolo_compress.families import keep_whole_modules
+from yolo_compress.families import family_of, keep_whole_modules
 from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count, task_of
 from yolo_compress.patches.pruning import cached_index_mapping
 from yolo_compress.preflight import check_imgsz
@@ -182,7 +182,8 @@ def prune_model(model: nn.Module, imgsz: int, settings: PruneSettings | None = N
     """
     check_task(model)
     check_imgsz(imgsz)
-    settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model), task=task_of(model))
+    settings = (settings or PruneSettings()).resolved(sparse_trained=has_freed_channels(model), task=task_of(model),
+                                                      head_whole=family_of(model).head_whole)
     if iterative_steps is not None and iterative_steps < 1:
         raise CompressError(f"iterative_steps={iterative_steps} must be at least 1")
     t0 = time.perf_counter()
@@ -342,6 +343,8 @@ def _first_step_reaching(pruner: tp.pruner.BasePruner, model: nn.Module, counter
                 return done
     flops = counter.exact(model)
     hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
+    if settings.head_ratio == 0:  # kept whole, asked or by default (pose, OBB, a YOLO26 detector)
+        hint += ", or cut the head's inner convs too (head_ratio, e.g. 0.5: --head-ratio 0.5)"
     raise CompressError(f"speed_up={settings.target_speed_up} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} "
                         f"of every group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
 
