@@ -19,7 +19,7 @@ from yolo_compress.checkpoint import load_model, save_checkpoint
 from yolo_compress.cli import main
 from yolo_compress.dataset import Dataset, resolve_data
 from yolo_compress.distill import Distiller, DistillSettings
-from yolo_compress.families import family_of, head_inputs, keep_whole_modules
+from yolo_compress.families import FAMILIES, family_of, head_inputs, keep_whole_modules
 from yolo_compress.models import build_from_yaml, gflops, head_inner_convs
 from yolo_compress.prune import PruneSettings, prune_model
 
@@ -74,6 +74,19 @@ def test_prune_to_2x_lands_within_2_percent_and_keeps_output_shapes(name):
         a, b = model(x), pruned(x)
     a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
     assert a.shape == b.shape
+
+
+def test_an_unset_head_ratio_keeps_a_yolo26_detection_head_whole_up_to_2x_only():
+    """As measured (families.py): whole at 2x, cut at 3x and for a channel share; pose heads whole in every family."""
+    pairs = next(f for f in FAMILIES if f.name == "YOLO26").head_whole
+
+    def head(task: str = "detect", **kw) -> float | None:
+        return PruneSettings(**kw).resolved(False, task, pairs).head_ratio
+
+    assert head(speed_up=2.0) == 0.0 and head() == 0.0  # the default target is 2x
+    assert head(speed_up=3.0) is None and head(factor=0.5) is None and head("segment", speed_up=2.0) is None
+    assert head("pose", speed_up=3.0) == 0.0 and head(speed_up=2.0, head_ratio=0.3) == 0.3
+    assert PruneSettings(speed_up=2.0).resolved(False, "detect").head_ratio is None  # YOLOv8, YOLO11
 
 
 @pytest.mark.timeout(180)

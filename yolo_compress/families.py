@@ -18,11 +18,12 @@ What differs, per entry:
   width of ``qkv`` follows its producer): YOLO11n then prunes to 2x in seconds.
 * ``end_to_end``: the head has one-to-one and one-to-many branches (``one2one_cv2/3`` beside ``cv2/3``) and
   Ultralytics validates it without NMS.
-* ``head_whole``: the tasks whose head an unset ``head_ratio`` keeps whole in this family, rather than pruning its
-  inner convs like other layers (pose and OBB heads are kept whole in every family: ``prune.settings``). Measured
-  per family and task (``benchmarks/results/accuracy.md``): YOLO26n's detection head, its inner convs cut, lost to
-  (A); kept whole it beats (A) and the head cut. Its segmentation head is not measured, and kept whole it leaves
-  2x out of reach at 640 px: it is pruned.
+* ``head_whole``: per task, the largest GFLOPs target (``speed_up``) at which an unset ``head_ratio`` keeps the head
+  whole rather than pruning its inner convs like other layers (pose and OBB heads are kept whole in every family:
+  ``prune.settings``). Measured per family, task and target (``benchmarks/results/accuracy.md``): YOLO26n's
+  detection head, its inner convs cut, lost to (A) at 2x, and kept whole it beat the cut by a point; at 3x the cut won (the rest of
+  the network has to lose too much around a whole head). Between the two the cut is used (not measured). Its
+  segmentation head is not measured, and kept whole it leaves 2x out of reach at 640 px: it is cut.
 
 Adding a family is one entry. A model no entry matches (RT-DETR, YOLOv9's GELAN, YOLO12's area attention) is
 refused in one line before any work: Torch-Pruning's behaviour on its blocks is unknown.
@@ -47,14 +48,15 @@ class Family:
         end_to_end: the head is end-to-end (one-to-one and one-to-many branches, validated without NMS); it is
             also how YOLO26 and YOLOv10 are told from YOLO11 and YOLOv8.
         keep_whole: module class names pruned only at their borders, never inside.
-        head_whole: tasks whose head an unset ``head_ratio`` keeps whole (``PruneSettings.resolved``).
+        head_whole: (task, largest speed-up target) pairs: up to that target an unset ``head_ratio`` keeps the
+            task's head whole (``PruneSettings.resolved``).
     """
 
     name: str
     blocks: tuple[str, ...]
     end_to_end: bool = False
     keep_whole: tuple[str, ...] = ()
-    head_whole: tuple[str, ...] = ()
+    head_whole: tuple[tuple[str, float], ...] = ()
 
     def matches(self, found: set[str], end_to_end: bool) -> bool:
         return set(self.blocks) <= found and self.end_to_end == end_to_end
@@ -63,7 +65,7 @@ class Family:
 # most specific first: YOLO26 and YOLO11 share their blocks and differ in the head; classifiers have no head
 # branches, so a YOLO26 classifier (built like YOLO11's) is described by the YOLO11 entry
 FAMILIES: tuple[Family, ...] = (
-    Family("YOLO26", ("C3k2", "C2PSA"), end_to_end=True, keep_whole=("Attention",), head_whole=("detect",)),
+    Family("YOLO26", ("C3k2", "C2PSA"), end_to_end=True, keep_whole=("Attention",), head_whole=(("detect", 2.0),)),
     Family("YOLO11", ("C3k2", "C2PSA"), keep_whole=("Attention",)),
     Family("YOLOv10", ("PSA", "SCDown"), end_to_end=True, keep_whole=("Attention",)),
     Family("YOLOv8", ("C2f",)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from yolo_compress.errors import CompressError
@@ -30,10 +31,10 @@ class PruneSettings(Settings):
     other layer when ``head_ratio`` is unset; ``head_ratio`` = r removes a share r of their channels first and then
     prunes the rest to the target; 0 keeps the head whole, as Torch-Pruning's YOLOv8 example does (the head is
     37% of YOLOv8n's GFLOPs at 10 classes, so the rest then has to lose much more), and is what an unset
-    ``head_ratio`` means for pose and OBB heads (:data:`HEAD_KEPT_WHOLE`) and YOLO26 detectors' (a family's
-    ``head_whole``). ``importance="auto"`` ranks by BatchNorm scale (``bn_scale``) when sparse training has zeroed
-    channels, else by group magnitude (``group_norm``): on a model that was not sparse-trained, |gamma| barely
-    varies and says little.
+    ``head_ratio`` means for pose and OBB heads (:data:`HEAD_KEPT_WHOLE`) and YOLO26 detectors' up to 2x (a
+    family's ``head_whole``). ``importance="auto"`` ranks by BatchNorm scale (``bn_scale``) when sparse training has
+    zeroed channels, else by group magnitude (``group_norm``): on a model that was not sparse-trained, |gamma|
+    barely varies and says little.
     ``global_pruning`` unset means: global for ``bn_scale`` (network slimming's one threshold on |gamma| across
     layers, which takes exactly the zeroed channels), per layer for the magnitude criteria, whose scales differ
     between layers.
@@ -51,7 +52,8 @@ class PruneSettings(Settings):
     head_ratio: float | None = setting(None, "detection head: share of its inner channels to remove first, then "
                                        "the rest is pruned to the target (0: the head is kept whole, as "
                                        "torch-pruning's YOLOv8 example does); unset: pruned like any other layer "
-                                       "(pose, OBB and YOLO26 detection heads: kept whole, as measured)",
+                                       "(pose and OBB heads, and YOLO26 detection heads up to 2x: kept "
+                                       "whole, as measured)",
                                        check=fraction, must="in [0, 1), e.g. 0.5")
 
     def __post_init__(self) -> None:
@@ -68,14 +70,17 @@ class PruneSettings(Settings):
         """The keys that say what to remove (:data:`TARGET_KEYS`), as sparse training needs them."""
         return {k: getattr(self, k) for k in TARGET_KEYS}
 
-    def resolved(self, sparse_trained: bool, task: str = "detect", head_whole: tuple[str, ...] = ()) -> PruneSettings:
+    def resolved(self, sparse_trained: bool, task: str = "detect",
+                 head_whole: tuple[tuple[str, float], ...] = ()) -> PruneSettings:
         """Concrete criterion, scope and head share: ``auto``, an unset ``global_pruning`` and an unset
-        ``head_ratio`` (0 for the tasks of :data:`HEAD_KEPT_WHOLE` and those of ``head_whole``, the tasks whose
-        head the model's family keeps whole: ``yolo_compress.families``) decided."""
+        ``head_ratio`` decided: 0 (head kept whole) for the tasks of :data:`HEAD_KEPT_WHOLE`, and for a task of
+        ``head_whole`` (the model family's (task, largest speed-up) pairs, ``yolo_compress.families``) when the
+        target is a speed-up up to that one; else the head's inner convs are pruned like other layers."""
         importance = self.importance
         if importance == "auto":
             importance = "bn_scale" if sparse_trained else "group_norm"
         is_global = importance == "bn_scale" if self.global_pruning is None else self.global_pruning
-        whole = self.head_ratio is None and task in HEAD_KEPT_WHOLE | set(head_whole)
+        up_to = dict(head_whole).get(task, 0.0)
+        whole = self.head_ratio is None and (task in HEAD_KEPT_WHOLE or (self.target_speed_up or math.inf) <= up_to)
         head_ratio = 0.0 if whole else self.head_ratio
         return replace(self, importance=importance, global_pruning=is_global, head_ratio=head_ratio)
