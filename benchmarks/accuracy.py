@@ -69,8 +69,8 @@ RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
                 {**_A, "recovery_lr": 0}),
     "G": ("(A) + Ultralytics' distill_model (teacher: the baseline)",
           {**_A, "train_args": {"distill_model": "{baseline}"}}),
-    "default": ("yolo-compress run (defaults: prune, head's inner convs too but pose, OBB and YOLO26 detection "
-                "heads kept whole, + logit KD from the baseline)",
+    "default": ("yolo-compress run (defaults: prune, head's inner convs too but pose and OBB heads, and YOLO26 "
+                "detection heads up to 2x, kept whole, + logit KD from the baseline)",
                 {"finetune": False}),
     "no_distill": ("the default without distillation: its pruning + fine-tuning for the whole budget",
                    {"distill": False}),
