@@ -21,9 +21,9 @@ What differs, per entry:
 * ``head_whole``: per task, the largest GFLOPs target (``speed_up``) at which an unset ``head_ratio`` keeps the head
   whole rather than pruning its inner convs like other layers (pose and OBB heads are kept whole in every family:
   ``prune.settings``). Measured per family, task and target (``benchmarks/results/accuracy.md``): YOLO26n's
-  detection head, its inner convs cut, lost to (A) at 2x, and kept whole it beat the cut by a point; at 3x the cut won (the rest of
-  the network has to lose too much around a whole head). Between the two the cut is used (not measured). Its
-  segmentation head is not measured, and kept whole it leaves 2x out of reach at 640 px: it is cut.
+  detection head, its inner convs cut, lost to (A) at 2x, and kept whole it beat the cut by a point; at 3x the cut
+  won (the rest of the network has to lose too much around a whole head). Between the two the cut is used (not
+  measured). Its segmentation head is not measured, and kept whole it leaves 2x out of reach at 640 px: it is cut.
 
 Adding a family is one entry. A model no entry matches (RT-DETR, YOLOv9's GELAN, YOLO12's area attention) is
 refused in one line before any work: Torch-Pruning's behaviour on its blocks is unknown.
