@@ -160,9 +160,9 @@ def test_speed_up_target_is_reached(v8n):
         for head_ratio in (None, 0):
             model, result = prune_model(v8n, 320, PruneSettings(speed_up=target, importance="group_norm",
                                                                 head_ratio=head_ratio))
-            # round_to=8 moves every group of one width at once (YOLOv8n: 2.7x -> 3.6x in one step); the last step
-            # goes group by group, so the target is met within one group's cut
-            assert target <= result.speed_up < 1.02 * target
+            # round_to=8 moves every group of one width at once (YOLOv8n: 2.7x -> 3.6x in one step); the steps go
+            # group by group and a group's cut that would overshoot by over 1% is made in part, so it lands within 1%
+            assert target <= result.speed_up <= 1.01 * target, result.speed_up
             assert result.imgsz == 320 and result.params_after == count_params(model)
 
 

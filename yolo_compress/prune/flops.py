@@ -53,9 +53,13 @@ class FlopsCounter:
         are taken at ``imgsz`` itself (a classifier's linear layer does not grow with the image, its convs do)."""
         self.imgsz = imgsz
         self.areas = _areas(model, inputs.new_zeros(*inputs.shape[:2], imgsz, imgsz))
+        self._names = {m: n for n, m in model.named_modules() if n in self.areas}
+        self._model = model  # its layers are pruned in place: looked up once, not by name at every estimate
         self._ref = (flops, self._weighted(model))  # the last exact count and the weighted size it was taken at
 
     def _weighted(self, model: nn.Module) -> int:
+        if model is self._model:
+            return sum(m.weight.numel() * self.areas[n] for m, n in self._names.items())
         return sum(m.weight.numel() * self.areas[n] for n, m in model.named_modules() if n in self.areas)
 
     def estimate(self, model: nn.Module) -> float:
@@ -64,11 +68,32 @@ class FlopsCounter:
         (its pooled tail), at 64 and 640 px."""
         return self._ref[0] * self._weighted(model) / self._ref[1]
 
+    def estimate_cut(self, model: nn.Module, cuts: list[tuple[nn.Module, bool, int]], share: float = 1.0) -> float:
+        """The estimate for ``model`` once ``share`` of a cut is made: ``cuts`` lists (layer, out channels?, count)
+        for the layers of one Torch-Pruning group, not yet pruned; each loses that share of its pruned dimension
+        (both of a depthwise conv, whose weight has one)."""
+        kept: dict[nn.Module, list[float]] = {}
+        for layer, out, count in cuts:
+            if layer not in self._names:
+                continue
+            dims = (getattr(layer, "out_channels", None) or layer.out_features,
+                    getattr(layer, "in_channels", None) or layer.in_features)
+            left = kept.setdefault(layer, [1.0, 1.0])
+            left[not out] = min(left[not out], 1 - share * count / dims[not out])
+        removed = 0.0
+        for layer, (out, inp) in kept.items():
+            depthwise = getattr(layer, "groups", 1) > 1 and layer.groups == layer.out_channels
+            left = min(out, inp) if depthwise else out * inp
+            removed += (1 - left) * layer.weight.numel() * self.areas[self._names[layer]]
+        return self._ref[0] * (self._weighted(model) - removed) / self._ref[1]
+
     def exact(self, model: nn.Module) -> float:
-        """Ultralytics' count (:func:`yolo_compress.models.gflops`), the reference of later estimates."""
-        flops = gflops(model, self.imgsz)
-        self._ref = (flops, self._weighted(model))
-        return flops
+        """Ultralytics' count (:func:`yolo_compress.models.gflops`), the reference of later estimates; the reference
+        itself when the model has not been cut since (a prune only ever narrows layers)."""
+        weighted = self._weighted(model)
+        if weighted != self._ref[1]:
+            self._ref = (gflops(model, self.imgsz), weighted)
+        return self._ref[0]
 
     def reached(self, model: nn.Module, gflops_before: float, target: float) -> tuple[bool, float]:
         """Whether ``model`` is ``target`` times below ``gflops_before``, and its GFLOPs: the estimate while it says

@@ -43,7 +43,7 @@ MAX_LAYER_RATIO = 0.9
 # ratio increment per step when searching a speed_up; with round_to=8 YOLOv8n widths move in jumps of 8 channels,
 # so finer steps mostly change nothing
 SPEED_UP_STEP = 0.025
-TARGET_TOLERANCE = 0.01  # a result this far below the speed-up target may be kept when it lies closer to it
+TARGET_TOLERANCE = 0.01  # how far past the speed-up target a cut may land; one estimated further is made in part
 
 
 @dataclass(frozen=True)
@@ -279,74 +279,96 @@ def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSetting
 
 def _step_to_target(model: nn.Module, inputs: torch.Tensor, counter: FlopsCounter, settings: PruneSettings,
                     schedule: list[float], gflops_before: float) -> tuple[nn.Module, int, float]:
-    """Prune ``model`` through the schedule (``factor``) or just to the speed-up target; the pruned model (``model``
-    itself, or a copy of it taken one group earlier), the steps and the GFLOPs.
+    """Prune ``model`` through the schedule (``factor``) or just to the speed-up target; the pruned model, the steps
+    and the GFLOPs.
 
     With ``round_to``, every group of one width loses channels at the same ratio, so a whole step can jump far past
-    the target (YOLOv8n at 192 px: from 2.7x to 3.6x). So a probe on a copy finds the step that first reaches the
-    target, and the model takes the steps before it whole and that step group by group (in the order Torch-Pruning
-    yields them) until the target is met. One group's cut can still overshoot (8 channels of a narrow layer: YOLO11n-seg
-    at 64 px, 2.2%); once within :data:`TARGET_TOLERANCE` below the target, the model as it was before each group is
-    kept, and when the last cut overshoots by more than that tolerance, the model before it is the result if it lies
-    closer to the target (a result within the tolerance above it is kept as it is). GFLOPs are estimated between
-    cuts and counted exactly where a decision is taken (:class:`~yolo_compress.prune.flops.FlopsCounter`).
+    the target (YOLOv8n at 192 px: from 2.7x to 3.6x). So every step is taken group by group (in the order
+    Torch-Pruning yields them, as ``pruner.step()`` does) and the prune stops at the cut that meets the target
+    (:class:`_Landing`): one graph, one pass.
 
     Raises:
         CompressError: the speed-up is not reached with up to 90% of every group's channels removed.
     """
-    target = settings.target_speed_up
-    if target is None:
-        pruner = _build_pruner(model, inputs, settings, schedule)
-        for _ in range(len(schedule) - 1):
-            pruner.step()
-        return model, len(schedule) - 1, counter.exact(model)
-    probe = deepcopy(model)
-    last = _first_step_reaching(_build_pruner(probe, inputs, settings, schedule), probe, counter, settings, schedule,
-                                gflops_before)
     pruner = _build_pruner(model, inputs, settings, schedule)
-    for _ in range(last - 1):
-        pruner.step()
-    # an exact reference at a wider state: estimates err low only going on from it, never going back (the probe's)
-    params, flops, before, done = param_count(model), counter.exact(model), None, False
-    for group in pruner.step(interactive=True):
-        if gflops_before / flops >= target * (1 - TARGET_TOLERANCE):  # estimated: a copy too many, never one too few
-            before = deepcopy(model)  # the state to fall back on if this group's cut overshoots further
-        group.prune()
-        if param_count(model) != params:  # a group whose widths did not change needs no count
-            params, (done, flops) = param_count(model), counter.reached(model, gflops_before, target)
-            if done:
-                break
-    flops = flops if done else counter.exact(model)
-    over = gflops_before / flops / target - 1
-    if before is not None and over > TARGET_TOLERANCE:
-        kept = counter.exact(before)
-        short = abs(gflops_before / kept / target - 1)  # below the target: the loop went on from there
-        if short <= TARGET_TOLERANCE and short < over:
-            return before, last, kept
-    return model, last, flops
+    steps = len(schedule) - 1
+    if settings.target_speed_up is None:
+        for _ in range(steps):
+            pruner.step()
+        return model, steps, counter.exact(model)
+    landing = _Landing(model, counter, gflops_before, settings)
+    for step in range(1, steps + 1):
+        for group in pruner.step(interactive=True):
+            if landing.cut(pruner, group, last=step == steps):
+                return model, step, landing.flops
+    raise _unreachable(settings, gflops_before / counter.exact(model))
 
 
-def _first_step_reaching(pruner: tp.pruner.BasePruner, model: nn.Module, counter: FlopsCounter,
-                         settings: PruneSettings, schedule: list[float], gflops_before: float) -> int:
-    """The number of whole steps after which ``model`` (a probe, pruned in place) first meets the speed-up target.
+class _Landing:
+    """The cuts of a prune to a speed-up target, and where it stops.
 
-    Raises:
-        CompressError: the target is not met with up to 90% of every group's channels removed.
+    A group is cut whole unless that is estimated to overshoot the target by more than :data:`TARGET_TOLERANCE`
+    (one group of a narrow layer at full resolution: YOLOv8n-obb at 3x, 8 channels, +3.6%). Then only as many of its
+    channels as keep the landing within the tolerance are cut, ``round_to`` at a time and least important first,
+    none if even ``round_to`` would overshoot: the groups after it, or the next step, take the cut instead. The last
+    step cuts whole groups (nothing after it could). GFLOPs are estimated from the layers' sizes and counted exactly
+    where a decision is taken (:class:`~yolo_compress.prune.flops.FlopsCounter`).
     """
-    params, target = param_count(model), settings.target_speed_up
-    for done in range(1, len(schedule)):
-        pruner.step()
-        if param_count(model) != params:  # unchanged widths: skip the count
-            (reached, flops), params = counter.reached(model, gflops_before, target), param_count(model)
-            LOGGER.debug("step %d, ratio %.3f: %.3f GFLOPs (%.2fx)", done, schedule[done], flops, gflops_before / flops)
-            if reached:
-                return done
-    flops = counter.exact(model)
+
+    def __init__(self, model: nn.Module, counter: FlopsCounter, gflops_before: float,
+                 settings: PruneSettings) -> None:
+        self.model, self.counter, self.gflops_before = model, counter, gflops_before
+        self.target, self.round_to = settings.target_speed_up, settings.round_to or 1
+        self.flops = counter.estimate(model)
+
+    def cut(self, pruner: tp.pruner.BasePruner, group: Any, last: bool) -> bool:
+        """Cut ``group``, whole or in part (:meth:`_share`); True once the target is met."""
+        n = len(group[0][1])
+        count = n if last else self._share(pruner.DG, group)
+        if count < n:
+            idxs = _least_important(pruner, group, count) if count else None
+            if not idxs:  # nothing to cut, or no score per channel to choose by: the groups after it take the cut
+                return False
+            group.prune(idxs)
+        else:
+            group.prune()
+        reached, self.flops = self.counter.reached(self.model, self.gflops_before, self.target)
+        return reached
+
+    def _share(self, graph: Any, group: Any) -> int:
+        """How many of ``group``'s channels to cut: all, unless the landing would overshoot by more than the
+        tolerance (checked on an exact count of the model as it is); then the most, in steps of ``round_to``, that
+        do not."""
+        cuts = [(dep.target.module, graph.is_out_channel_pruning_fn(dep.handler), len(i)) for dep, i in group]
+        n, limit = len(group[0][1]), self.target * (1 + TARGET_TOLERANCE)
+        if self.gflops_before / self.counter.estimate_cut(self.model, cuts) <= limit:
+            return n
+        self.flops = self.counter.exact(self.model)  # estimates drift across a prune: decide on an exact count
+        for count in range(n, 0, -self.round_to):
+            if self.gflops_before / self.counter.estimate_cut(self.model, cuts, count / n) <= limit:
+                return count
+        return 0
+
+
+def _least_important(pruner: tp.pruner.BasePruner, group: Any, count: int) -> list[int] | None:
+    """The ``count`` of ``group``'s channels the pruner's criterion scores lowest on the whole layer; None where it
+    does not give one score per channel."""
+    dep, idxs = group[0]
+    layer, fn, graph = dep.target.module, dep.handler, pruner.DG
+    width = graph.get_out_channels(layer) if graph.is_out_channel_pruning_fn(fn) else graph.get_in_channels(layer)
+    scores = pruner.estimate_importance(graph.get_pruning_group(layer, fn, list(range(width))))
+    if scores is None or len(scores) != width:
+        return None
+    return sorted(idxs, key=lambda i: float(scores[i]))[:count]
+
+
+def _unreachable(settings: PruneSettings, speed_up: float) -> CompressError:
+    """The error for a target that up to 90% of every group's channels removed does not reach, with what might."""
     hint = "" if settings.global_pruning else ", or rank channels across layers (--global-pruning)"
     if settings.head_ratio == 0:  # kept whole, asked or by default (pose, OBB, a YOLO26 detector)
         hint += ", or cut the head's inner convs too (head_ratio, e.g. 0.5: --head-ratio 0.5)"
-    raise CompressError(f"speed_up={settings.target_speed_up} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} "
-                        f"of every group's channels gives {gflops_before / flops:.2f}x; ask for less{hint}")
+    return CompressError(f"speed_up={settings.target_speed_up} is unreachable: removing up to {MAX_LAYER_RATIO:.0%} "
+                         f"of every group's channels gives {speed_up:.2f}x; ask for less{hint}")
 
 
 def _finish_(model: nn.Module) -> None:
