@@ -133,6 +133,21 @@ def run_fingerprint(baseline: Path, config: Any, running: list[str], work: Path)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def code_version() -> str:
+    """The yolo-compress version and commit that ran a record (the fingerprint holds the config, not the code), with
+    "+dirty" when the checkout had uncommitted changes."""
+    import subprocess
+
+    import yolo_compress
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = "+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return f"{yolo_compress.__version__} {commit}{dirty}"
+
+
 def check_budget(spent: dict[str, int], budget: int, run_id: str) -> None:
     """Refuse a recipe whose training stages spend more or less than the budget.
 
@@ -193,7 +208,7 @@ class Bench:
             "metric": metric(dataset), "metrics": test, "seed": seed,
             "epochs": spent, "epochs_total": sum(spent.values()), "overrides": self.a.overrides,
             "seconds": seconds, "cpu_seconds": cpu, "load_before": round(load0, 2),
-            "load_after": round(os.getloadavg()[0], 2)}
+            "load_after": round(os.getloadavg()[0], 2), "code": code_version()}
         save_runs(self.runs)
         print(f"{run_id}: {metric(dataset)} {test[metric(dataset)]:.4f} ({spent}, {seconds} s)", flush=True)
 
