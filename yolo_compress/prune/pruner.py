@@ -300,7 +300,7 @@ def _step_to_target(model: nn.Module, inputs: torch.Tensor, counter: FlopsCounte
     for step in range(1, steps + 1):
         for group in pruner.step(interactive=True):
             if landing.cut(pruner, group, last=step == steps):
-                return model, step, landing.flops
+                return model, step, counter.exact(model)  # counted when the target was met: not again
     raise _unreachable(settings, gflops_before / counter.exact(model))
 
 
@@ -319,7 +319,6 @@ class _Landing:
                  settings: PruneSettings) -> None:
         self.model, self.counter, self.gflops_before = model, counter, gflops_before
         self.target, self.round_to = settings.target_speed_up, settings.round_to or 1
-        self.flops = counter.estimate(model)
 
     def cut(self, pruner: tp.pruner.BasePruner, group: Any, last: bool) -> bool:
         """Cut ``group``, whole or in part (:meth:`_share`); True once the target is met."""
@@ -332,8 +331,7 @@ class _Landing:
             group.prune(idxs)
         else:
             group.prune()
-        reached, self.flops = self.counter.reached(self.model, self.gflops_before, self.target)
-        return reached
+        return self.counter.reached(self.model, self.gflops_before, self.target)[0]
 
     def _share(self, graph: Any, group: Any) -> int:
         """How many of ``group``'s channels to cut: all, unless the landing would overshoot by more than the
@@ -343,7 +341,7 @@ class _Landing:
         n, limit = len(group[0][1]), self.target * (1 + TARGET_TOLERANCE)
         if self.gflops_before / self.counter.estimate_cut(self.model, cuts) <= limit:
             return n
-        self.flops = self.counter.exact(self.model)  # estimates drift across a prune: decide on an exact count
+        self.counter.exact(self.model)  # estimates drift across a prune: decide from an exact count
         for count in range(n, 0, -self.round_to):
             if self.gflops_before / self.counter.estimate_cut(self.model, cuts, count / n) <= limit:
                 return count
