@@ -134,11 +134,14 @@ class Bench:
         self._record(run_id, fingerprint, out, seed, epochs, t0, load0)
 
     def scratch(self, seed: int) -> None:
-        """The pruned architecture of ``large`` (seed 0, budget 20) from a random init, 120 epochs as a yaml
-        baseline trains (Ultralytics' own optimizer choice: ``recovery_lr`` 0)."""
-        pruned = self.work / "large_vs_small" / "large-20ep-0" / "prune.pt"
-        if not pruned.is_file():
-            raise SystemExit(f"scratch needs {pruned}: run the large recipe with seed 0 at budget 20 first")
+        """The pruned architecture of ``large`` (budget 20) from a random init, 120 epochs as a yaml baseline trains
+        (Ultralytics' own optimizer choice: ``recovery_lr`` 0). The default prunes before any seeded stage, so every
+        seed's ``prune.pt`` is the same architecture: the first one found serves."""
+        found = sorted((self.work / "large_vs_small").glob("large-20ep-*/prune.pt"))
+        if not found:
+            raise SystemExit(f"scratch needs a pruned model under {self.work / 'large_vs_small'}: run the large "
+                             "recipe at budget 20 first")
+        pruned = found[0]
         init = pruned.with_name(f"scratch-init-{seed}.pt")
         if not init.is_file():
             random_init(pruned, init, seed)
