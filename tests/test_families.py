@@ -106,20 +106,25 @@ def test_an_unset_head_ratio_keeps_a_yolo26_detection_head_whole_up_to_2x_only()
 
 @pytest.mark.timeout(180)
 def test_cached_index_mappings_prune_exactly_as_torch_pruning_does(monkeypatch):
-    """The seam (patches/pruning.py) skips index-mapping updates between unchanged widths; the result must not move."""
+    """The seam (patches/pruning.py) skips index-mapping updates between unchanged widths and those of mapping nodes
+    no group reaches (YOLO26n's attention and whole head hold its reshapes); the result must not move."""
     import torch_pruning.dependency.index_mapping as index_mapping
 
     import yolo_compress.prune.pruner as pruner
 
     upstream, calls = index_mapping.update_index_mapping, []
+    reshape, reshapes = index_mapping.update_reshape_index_mapping, []
     monkeypatch.setattr(index_mapping, "update_index_mapping", lambda graph: calls.append(1) or upstream(graph))
+    monkeypatch.setattr(index_mapping, "update_reshape_index_mapping",
+                        lambda graph, node: reshapes.append(1) or reshape(graph, node))
     model = build_from_yaml("yolo26n.yaml", Dataset(Path("-"), "detect", {i: str(i) for i in range(4)}, IMGSZ,
                                                     Path("-")))
     cached, _ = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
-    n_cached, calls[:] = len(calls), []
+    (n_cached, n_reshapes), calls[:], reshapes[:] = (len(calls), len(reshapes)), [], []
     monkeypatch.setattr(pruner, "cached_index_mapping", contextlib.nullcontext)
     plain, _ = prune_model(model, IMGSZ, PruneSettings(speed_up=2.0))
     assert n_cached < len(calls) / 2  # most updates saw the widths of the last one
+    assert 0 < n_reshapes < len(reshapes) / 10  # the graph's first update only: no group reaches a reshape
     a, b = cached.state_dict(), plain.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

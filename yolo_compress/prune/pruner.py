@@ -29,7 +29,7 @@ from torch import nn
 from yolo_compress.errors import CompressError
 from yolo_compress.families import family_of, keep_whole_modules
 from yolo_compress.models import check_task, gflops, head_inner_convs, head_module_ids, head_types, param_count, task_of
-from yolo_compress.patches.pruning import cached_index_mapping
+from yolo_compress.patches.pruning import cached_index_mapping, limit_index_mapping
 from yolo_compress.preflight import check_imgsz
 from yolo_compress.prune.c2f import C2fChunkFree, swap_c2f_
 from yolo_compress.prune.flops import FlopsCounter
@@ -234,6 +234,7 @@ def _prune_head_(model: nn.Module, inputs: torch.Tensor, settings: PruneSettings
             ignored_layers=_head_outputs(model) + keep_whole_modules(model), round_to=settings.round_to,
             in_channel_groups={}, out_channel_groups={}, num_heads={}, channel_groups={},
         )
+        limit_index_mapping(pruner.DG, _roots(pruner))
         pruner.step()
 
 
@@ -274,7 +275,17 @@ def _build_pruner(model: nn.Module, inputs: torch.Tensor, settings: PruneSetting
     if pruner.initial_total_channels == 0:
         raise CompressError("the model has no prunable channels outside its head; pass a YOLOv8 detector or "
                             "classifier (backbone of Conv/C2f/SPPF layers)")
+    limit_index_mapping(pruner.DG, _roots(pruner))
     return pruner
+
+
+def _roots(pruner: tp.pruner.BasePruner) -> list[nn.Module]:
+    """The layers the pruner roots its groups at, as ``DependencyGraph.get_all_groups`` chooses them."""
+    graph = pruner.DG
+    ignored = {id(m) for m in pruner.ignored_layers + graph.IGNORED_LAYERS_IN_TRACING}
+    return [m for m in graph.module2node if isinstance(m, tuple(pruner.root_module_types)) and id(m) not in ignored
+            and graph.get_pruner_of_module(m) is not None and graph.get_pruner_of_module(m).get_out_channels(m)
+            is not None]
 
 
 def _step_to_target(model: nn.Module, inputs: torch.Tensor, counter: FlopsCounter, settings: PruneSettings,
