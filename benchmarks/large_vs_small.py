@@ -94,9 +94,10 @@ class Bench:
         from yolo_compress.validation import validate
 
         test = validate(weights, self.data, self.data.imgsz, split="test")
+        root = self.work if weights.is_relative_to(self.work) else ROOT.parent  # the shipped one: the repository's
         self.runs["runs"][run_id] = {
             "fingerprint": fingerprint, "map": test["mAP50-95"], "map50": test["mAP50"], "seed": seed,
-            "epochs": epochs, "weights": str(weights.relative_to(self.work)), "seconds": round(time.time() - t0),
+            "epochs": epochs, "weights": str(weights.relative_to(root)), "seconds": round(time.time() - t0),
             **model_size(load_model(weights), self.data.imgsz), "load_before": round(load0, 2),
             "load_after": round(os.getloadavg()[0], 2)}
         save_runs(self.runs)
