@@ -283,9 +283,10 @@ def _roots(pruner: tp.pruner.BasePruner) -> list[nn.Module]:
     """The layers the pruner roots its groups at, as ``DependencyGraph.get_all_groups`` chooses them."""
     graph = pruner.DG
     ignored = {id(m) for m in pruner.ignored_layers + graph.IGNORED_LAYERS_IN_TRACING}
-    return [m for m in graph.module2node if isinstance(m, tuple(pruner.root_module_types)) and id(m) not in ignored
-            and graph.get_pruner_of_module(m) is not None and graph.get_pruner_of_module(m).get_out_channels(m)
-            is not None]
+    types = tuple(pruner.root_module_types)
+    candidates = [m for m in graph.module2node if isinstance(m, types) and id(m) not in ignored]
+    return [m for m in candidates if (fns := graph.get_pruner_of_module(m)) is not None
+            and fns.get_out_channels(m) is not None]
 
 
 def _step_to_target(model: nn.Module, inputs: torch.Tensor, counter: FlopsCounter, settings: PruneSettings,
