@@ -151,11 +151,7 @@ def summarise(runs: dict[str, Any], models: list[str]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    from yolo_compress.checkpoint import atomic_write_bytes
-    from yolo_compress.patches import runtime
-
-    runtime.apply()
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="clutter", choices=("shapes", "clutter"))
     ap.add_argument("--baseline", default=None, help="default: the data set's shipped baseline")
@@ -168,7 +164,42 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "work" / "qat"))
     ap.add_argument("--notes", default="")
     ap.add_argument("--report-only", action="store_true", help="no new runs: time and report the finished ones")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def report(meta: dict[str, Any], summary: dict[str, Any], ms: dict[str, Any]) -> list[str]:
+    """The markdown tables of ``results/qat.md`` (notes are appended by the caller)."""
+    lines = ["# Quantization-aware distillation vs post-training INT8 (OpenVINO)", "",
+             f"Produced by `benchmarks/qat.py` ({meta['seconds_this_run']} s this run; load average "
+             f"{meta['load_before']} before, {meta['load_before_timing']} before timing, {meta['load_after']} "
+             f"after; {meta['cores']} cores). Data set `{meta['dataset']}` at {meta['imgsz']} px; mAP50-95 of the "
+             f"OpenVINO model on its 500-image test split (Ultralytics' validator). QAT: {meta['qat_epochs']} epochs, "
+             f"AdamW lr {meta['qat_lr']:g}, no warm-up, no mosaic, last epoch kept; paired seeds "
+             f"{'; '.join(f'{m} {s}' for m, s in meta['seeds'].items())}.",
+             "", "| model | mode | mAP50-95 | std | drop vs fp32 | per seed |", "|---|---|---:|---:|---:|---|"]
+    for model, rows in summary.items():
+        for mode, r in rows.items():
+            seeds = ", ".join(f"{m:.4f}" for m in r["maps"]) if r["seeds"] else ""
+            drop = f"{100 * r['drop']:+.2f} pt" if mode != "fp32" else ""
+            lines.append(f"| {model} | {mode} | {r['map_mean']:.4f} | {r['map_std']:.4f} | {drop} | {seeds} |")
+    lines += ["", "| model | QAT with the teacher minus without (paired) | 95% CI | share of the static INT8 drop "
+              "recovered by QAT |", "|---|---:|---|---:|"]
+    for model, rows in summary.items():
+        q = rows["int8 qat"]
+        lines.append(f"| {model} | {100 * q['diff_vs_no_teacher']:+.2f} pt | [{100 * q['ci95_low']:+.2f}, "
+                     f"{100 * q['ci95_high']:+.2f}] | {100 * q['recovered']:.0f}% |")
+    lines += ["", f"Latency (ms, batch 1, median of {meta['rounds']} interleaved rounds, OpenVINO LATENCY hint):", "",
+              "| model | mode | 1 thread | 2 threads |", "|---|---|---:|---:|"]
+    return lines + [f"| {k.split('/')[0]} | {'/'.join(k.split('/')[1:])} | {v['1']:.2f} | {v['2']:.2f} |"
+                    for k, v in ms.items()]
+
+
+def main() -> None:
+    from yolo_compress.checkpoint import atomic_write_bytes
+    from yolo_compress.patches import runtime
+
+    runtime.apply()
+    a = parse_args()
     bench = Bench(a)
     load0, t_start = os.getloadavg(), time.time()
     for model in bench.models if not a.report_only else ():
@@ -188,31 +219,8 @@ def main() -> None:
             "models": {k: str(v) for k, v in bench.models.items()}, "cores": os.cpu_count()}
     atomic_write_bytes(ROOT / "results" / "qat.json", json.dumps(
         {"meta": meta, "summary": summary, "latency_ms": ms, "runs": bench.runs}, indent=1).encode())
-    lines = ["# Quantization-aware distillation vs post-training INT8 (OpenVINO)", "",
-             f"Produced by `benchmarks/qat.py` ({meta['seconds_this_run']} s this run; load average "
-             f"{meta['load_before']} before, {meta['load_before_timing']} before timing, {meta['load_after']} "
-             f"after; {meta['cores']} cores). Data set `{a.dataset}` at {bench.data.imgsz} px; mAP50-95 of the "
-             f"OpenVINO model on its 500-image test split (Ultralytics' validator). QAT: {a.epochs} epochs, AdamW "
-             f"lr {a.lr:g}, no warm-up, no mosaic, last epoch kept; paired seeds "
-             f"{'; '.join(f'{m} {s}' for m, s in meta['seeds'].items())}.",
-             "", "| model | mode | mAP50-95 | std | drop vs fp32 | per seed |", "|---|---|---:|---:|---:|---|"]
-    for model, rows in summary.items():
-        for mode, r in rows.items():
-            seeds = ", ".join(f"{m:.4f}" for m in r["maps"]) if r["seeds"] else ""
-            drop = f"{100 * r['drop']:+.2f} pt" if mode != "fp32" else ""
-            lines.append(f"| {model} | {mode} | {r['map_mean']:.4f} | {r['map_std']:.4f} | {drop} | {seeds} |")
-    lines += ["", "| model | QAT with the teacher minus without (paired) | 95% CI | share of the static INT8 drop "
-              "recovered by QAT |", "|---|---:|---|---:|"]
-    for model, rows in summary.items():
-        q = rows["int8 qat"]
-        lines.append(f"| {model} | {100 * q['diff_vs_no_teacher']:+.2f} pt | [{100 * q['ci95_low']:+.2f}, "
-                     f"{100 * q['ci95_high']:+.2f}] | {100 * q['recovered']:.0f}% |")
-    lines += ["", f"Latency (ms, batch 1, median of {a.rounds} interleaved rounds, OpenVINO LATENCY hint):", "",
-              "| model | mode | 1 thread | 2 threads |", "|---|---|---:|---:|"]
-    lines += [f"| {k.split('/')[0]} | {'/'.join(k.split('/')[1:])} | {v['1']:.2f} | {v['2']:.2f} |"
-              for k, v in ms.items()]
     notes = Path(a.notes).read_text() if a.notes and Path(a.notes).is_file() else a.notes
-    text = "\n".join(lines) + "\n\n" + notes
+    text = "\n".join(report(meta, summary, ms)) + "\n\n" + notes
     atomic_write_bytes(ROOT / "results" / "qat.md", text.encode())
     print(text)
 

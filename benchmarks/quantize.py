@@ -161,17 +161,9 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def main() -> None:
-    import torch
-
-    from yolo_compress.checkpoint import atomic_write_bytes
+def parse_args() -> argparse.Namespace:
     from yolo_compress.data import SHIPPED_BASELINE
-    from yolo_compress.dataset import resolve_data
-    from yolo_compress.patches import runtime
-    from yolo_compress.report.measure import time_interleaved
-    from yolo_compress.validation import validate
 
-    runtime.apply()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default=str(SHIPPED_BASELINE))
     ap.add_argument("--pruned", required=True, help="a pruned + recovered model (a pipeline's final .pt)")
@@ -180,55 +172,57 @@ def main() -> None:
     ap.add_argument("--notes", default="", help="file appended to the results (what was tried)")
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     ap.add_argument("--rounds", type=int, default=None, help="latency rounds at every size (default: per size)")
-    a = ap.parse_args()
-    rounds = {s: a.rounds or ROUNDS.get(s, 60) for s in a.sizes}
-    data = resolve_data(a.data)
-    work = Path(a.work).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    load0, t_start = os.getloadavg(), time.time()
-    files: dict[tuple[str, int, str, str], Path] = {}
-    seconds: dict[tuple[str, int, str, str], float] = {}
-    for name, weights in (("baseline", Path(a.baseline)), ("pruned", Path(a.pruned))):
-        for size in a.sizes:
-            made, took = build(name, weights, size, work, data)
-            files.update({(name, size, *k): v for k, v in made.items()})
-            seconds.update({(name, size, *k): v for k, v in took.items()})
+    return ap.parse_args()
+
+
+def score(files: dict[tuple[str, int, str, str], Path], seconds: dict[tuple[str, int, str, str], float], data: Any,
+          work: Path) -> list[dict[str, Any]]:
+    """One row per exported model: its mAP where measurable (the data's size; not the f32-hint twin, since
+    Ultralytics' validator runs OpenVINO's default precision) and the seconds its quantization took."""
+    from yolo_compress.validation import validate
+
     rows = []
     for (name, size, rt, mode), path in files.items():
-        measurable = size == data.imgsz and mode != F32  # Ultralytics' validator runs OpenVINO's default precision
+        measurable = size == data.imgsz and mode != F32
         m = validate(path, data, size) if measurable else {"mAP50-95": None, "mAP50": None}
         rows.append({"model": name, "runtime": rt, "mode": mode, "imgsz": size, "map": m["mAP50-95"],
                      "map50": m["mAP50"], "ms": {}, "path": str(path.relative_to(work)),
                      "quantize_seconds": round(seconds.get((name, size, rt, mode), 0.0), 1)})
-    load_timing = os.getloadavg()
-    for size in a.sizes:
+    return rows
+
+
+def time_rows(rows: list[dict[str, Any]], files: dict[tuple[str, int, str, str], Path],
+              rounds: dict[int, int]) -> None:
+    """Fills each row's ``ms`` per thread count: every model of one size timed interleaved."""
+    import torch
+
+    from yolo_compress.report.measure import time_interleaved
+
+    for size, n in rounds.items():
         keys = [k for k in files if k[1] == size]
         for threads in THREADS:
             torch.set_num_threads(threads)
             runners = [runner(k[2].removeprefix("ultralytics-"), k[3], files[k], size, threads) for k in keys]
-            times = time_interleaved(runners, rounds[size], warmup=5)
+            times = time_interleaved(runners, n, warmup=5)
             del runners
             for k, t in zip(keys, times):
                 next(r for r in rows if (r["model"], r["imgsz"], r["runtime"], r["mode"]) == k)["ms"][str(threads)] = t
-    targets = check_targets(rows)
-    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": round(load0[0], 2),
-            "load_before_timing": round(load_timing[0], 2), "load_after": round(os.getloadavg()[0], 2),
-            "rounds": rounds, "openvino_precision": openvino_precision(), **calibration_counts(data),
-            "max_drop": MAX_DROP, "seconds": round(time.time() - t_start), "baseline": Path(a.baseline).name,
-            "pruned": str(a.pruned), "data": str(data.path)}
-    atomic_write_bytes(ROOT / "results" / "quantize.json",
-                       json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=1).encode())
+
+
+def report(rows: list[dict[str, Any]], targets: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """The markdown table of ``results/quantize.md`` (notes are appended by the caller)."""
     lines = ["# INT8 on ONNX Runtime and OpenVINO, side by side with Ultralytics' OpenVINO INT8", "",
              f"Produced by `benchmarks/quantize.py` in one run ({meta['seconds']} s) on {meta['cpu']} "
              f"({meta['cores']} cores); load average {meta['load_before']} before, {meta['load_before_timing']} "
-             f"before timing, {meta['load_after']} after. Baseline `{meta['baseline']}`, pruned `{a.pruned}`. "
-             f"mAP50-95: Ultralytics' validator, val split, at the data's size ({data.imgsz} px; a model trained "
+             f"before timing, {meta['load_after']} after. Baseline `{meta['baseline']}`, pruned `{meta['pruned']}`. "
+             f"mAP50-95: Ultralytics' validator, val split, at the data's size ({meta['imgsz']} px; a model trained "
              "there finds nothing in images blown up 4x, so other sizes are latency only and use the static "
              "mode as our best). Latency: batch-1 CPU ms, median of "
-             f"interleaved rounds ({', '.join(f'{r} at {s} px' for s, r in rounds.items())}). Our INT8 calibrates "
-             "on train images; Ultralytics' on the val split that scores it. OpenVINO runs with its defaults "
-             f"(LATENCY hint): its inference precision for float layers on this CPU is {meta['openvino_precision']}, "
-             "so the 'fp32' OpenVINO rows (and the float parts of INT8 models) compute in that precision.", "",
+             f"interleaved rounds ({', '.join(f'{r} at {s} px' for s, r in meta['rounds'].items())}). Our INT8 "
+             "calibrates on train images; Ultralytics' on the val split that scores it. OpenVINO runs with its "
+             f"defaults (LATENCY hint): its inference precision for float layers on this CPU is "
+             f"{meta['openvino_precision']}, so the 'fp32' OpenVINO rows (and the float parts of INT8 models) "
+             "compute in that precision.", "",
              "| model | px | runtime | mode | mAP50-95 | drop vs fp32 (same runtime) | ms 1 thr | ms 2 thr | "
              "speed-up vs fp32 (same runtime, 1 / 2 thr) | quantize s |",
              "|---|---:|---|---|---:|---:|---:|---:|---|---:|"]
@@ -242,9 +236,40 @@ def main() -> None:
         lines.append(f"| {r['model']} | {r['imgsz']} | {r['runtime']} | {r['mode']} | {score} | {drop} | "
                      f"{r['ms']['1']:.2f} | {r['ms']['2']:.2f} | {gain} | {r['quantize_seconds'] or ''} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in targets]
+    return lines + [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in targets]
+
+
+def main() -> None:
+    from yolo_compress.checkpoint import atomic_write_bytes
+    from yolo_compress.dataset import resolve_data
+    from yolo_compress.patches import runtime
+
+    runtime.apply()
+    a = parse_args()
+    rounds = {s: a.rounds or ROUNDS.get(s, 60) for s in a.sizes}
+    data, work = resolve_data(a.data), Path(a.work).resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    load0, t_start = os.getloadavg(), time.time()
+    files: dict[tuple[str, int, str, str], Path] = {}
+    seconds: dict[tuple[str, int, str, str], float] = {}
+    for name, weights in (("baseline", Path(a.baseline)), ("pruned", Path(a.pruned))):
+        for size in a.sizes:
+            made, took = build(name, weights, size, work, data)
+            files.update({(name, size, *k): v for k, v in made.items()})
+            seconds.update({(name, size, *k): v for k, v in took.items()})
+    rows = score(files, seconds, data, work)
+    load_timing = os.getloadavg()
+    time_rows(rows, files, rounds)
+    targets = check_targets(rows)
+    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": round(load0[0], 2),
+            "load_before_timing": round(load_timing[0], 2), "load_after": round(os.getloadavg()[0], 2),
+            "rounds": rounds, "openvino_precision": openvino_precision(), **calibration_counts(data),
+            "max_drop": MAX_DROP, "seconds": round(time.time() - t_start), "baseline": Path(a.baseline).name,
+            "pruned": str(a.pruned), "data": str(data.path), "imgsz": data.imgsz}
+    atomic_write_bytes(ROOT / "results" / "quantize.json",
+                       json.dumps({"meta": meta, "rows": rows, "targets": targets}, indent=1).encode())
     notes = Path(a.notes).read_text() if a.notes and Path(a.notes).is_file() else a.notes
-    text = "\n".join(lines) + "\n\n" + notes
+    text = "\n".join(report(rows, targets, meta)) + "\n\n" + notes
     atomic_write_bytes(ROOT / "results" / "quantize.md", text.encode())
     print(text)
 
