@@ -146,10 +146,10 @@ def quantize_openvino(folder: Path, data: Dataset, imgsz: int, mode: str = "stat
         quantized = nncf.quantize(model, calib, **common)
     LOGGER.info("OpenVINO INT8 (%s): calibrated on %d train images; %d ops kept in float", mode, len(images),
                 len(scope))
-    return _save_beside(quantized, folder)
+    return save_int8_beside(quantized, folder)
 
 
-def _save_beside(quantized: Any, folder: Path) -> Path:
+def save_int8_beside(quantized: Any, folder: Path) -> Path:
     """Write the INT8 model next to the fp32 ``folder``, with its Ultralytics metadata, replacing any older one
     atomically."""
     import openvino as ov

@@ -17,7 +17,6 @@ convolutions (``cv2``, ``cv3``; a classifier's ``conv``) that feeds none of them
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -114,8 +113,7 @@ def save_openvino(model: nn.Module, fp32_folder: Path, imgsz: int) -> Path:
     import openvino as ov
     import torch
 
-    from yolo_compress.checkpoint import atomic_replace_dir
-    from yolo_compress.deploy.openvino import int8_folder, model_xml
+    from yolo_compress.deploy.openvino import save_int8_beside
 
     model = model.float().eval()
     head = model.model[-1]
@@ -124,15 +122,7 @@ def save_openvino(model: nn.Module, fp32_folder: Path, imgsz: int) -> Path:
     with torch.no_grad():
         model(example)  # the head caches its anchors: the traced graph then holds them as constants
         converted = ov.convert_model(model, example_input=example, input=[tuple(example.shape)])
-    out = int8_folder(fp32_folder)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-        staged = Path(tmp) / out.name
-        staged.mkdir()
-        ov.save_model(converted, staged / model_xml(fp32_folder).name, compress_to_fp16=False)
-        if (fp32_folder / "metadata.yaml").is_file():
-            shutil.copyfile(fp32_folder / "metadata.yaml", staged / "metadata.yaml")
-        atomic_replace_dir(staged, out)
-    return out
+    return save_int8_beside(converted, fp32_folder)
 
 
 def save_onnx(model: nn.Module, fp32_onnx: Path, imgsz: int) -> Path:
