@@ -172,16 +172,19 @@ class Bench:
 
 def random_init(pruned: Path, out: Path, seed: int) -> None:
     """``pruned``'s architecture with fresh weights: every layer's own initialiser, then Ultralytics' (BatchNorm
-    settings, the Detect biases), as a model built from a yaml gets them."""
+    settings, the Detect biases), as a model built from a yaml gets them. The DFL's integral conv is a fixed
+    ``arange`` that is never trained (only inference decodes boxes with it): it is kept."""
     import torch
+    from ultralytics.nn.modules.block import DFL
     from ultralytics.utils.torch_utils import initialize_weights
 
     from yolo_compress.checkpoint import load_model, save_checkpoint
 
     torch.manual_seed(seed)
     model = load_model(pruned)
+    fixed = {id(c) for m in model.modules() if isinstance(m, DFL) for c in m.modules()}
     for m in model.modules():
-        if hasattr(m, "reset_parameters"):
+        if hasattr(m, "reset_parameters") and id(m) not in fixed:
             m.reset_parameters()
     initialize_weights(model)
     model.model[-1].bias_init()
