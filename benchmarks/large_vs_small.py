@@ -23,6 +23,10 @@ the issue's targets checked. Run it alone on the machine.
     .venv/bin/python benchmarks/large_vs_small.py --recipes scratch --seeds 0 1
     .venv/bin/python benchmarks/large_vs_small.py --budgets 40 80 --seeds 0 1 2   # the budget curve
     .venv/bin/python benchmarks/large_vs_small.py --latency                 # alone: latency of seed 0's weights
+    .venv/bin/python benchmarks/large_vs_small.py --recipes large --tag cwd --set loss=cwd+kd --seeds 0 1  # a lever
+
+A ``--tag`` run is ``large`` with the ``--set`` keys (one change, an exploration): recorded as ``large+TAG``,
+reported beside ``large`` and paired with ``small`` on the same seeds; the targets read ``large`` only.
 """
 
 from __future__ import annotations
@@ -107,9 +111,10 @@ class Bench:
         from yolo_compress.config import load_config
         from yolo_compress.pipeline import CompressionPipeline
 
-        run_id, out = f"large/{budget}ep/seed{seed}", self.work / "large_vs_small" / f"large-{budget}ep-{seed}"
+        name = f"large+{self.a.tag}" if self.a.tag else "large"
+        run_id, out = f"{name}/{budget}ep/seed{seed}", self.work / "large_vs_small" / f"{name}-{budget}ep-{seed}"
         keys = ACC.recipe_config(ACC.RECIPES["default"][1], budget, target_speed_up(self.data.imgsz), seed, LARGE,
-                                 self.data_yaml, out, {})
+                                 self.data_yaml, out, self.a.overrides)
         config = load_config(**keys)
         pipeline = CompressionPipeline(config)
         fingerprint = ACC.run_fingerprint(LARGE, config, [s.name for s in pipeline.stages], self.work)
@@ -119,6 +124,8 @@ class Bench:
         load0, t0 = os.getloadavg()[0], time.time()
         result = pipeline.run()
         self._record(run_id, fingerprint, result.weights[pipeline.ctx.plan.final], seed, budget, t0, load0)
+        self.runs["runs"][run_id]["overrides"] = self.a.overrides
+        save_runs(self.runs)
 
     def _train(self, run_id: str, source: Path, seed: int, epochs: int, **keys: Any) -> None:
         """``source`` trained ``epochs`` more with ``PruneModel.train`` (``keys``: its other keywords)."""
@@ -225,10 +232,12 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {recipe: {"maps": seeds, "mean": statistics.mean(seeds.values()),
                                           "std": statistics.stdev(seeds.values()) if len(seeds) > 1 else float("nan")}
                                  for recipe, seeds in recipes.items()}
-        if "large" in recipes and "small" in recipes:
-            common = sorted(set(recipes["large"]) & set(recipes["small"]))
-            diff, low, high = ACC.paired([recipes["large"][s] - recipes["small"][s] for s in common])
-            entry["large_minus_small"] = {"seeds": common, "diff": diff, "ci95": [low, high]}
+        for large in (r for r in recipes if r.startswith("large") and "small" in recipes):
+            common = sorted(set(recipes[large]) & set(recipes["small"]))
+            if not common:
+                continue
+            diff, low, high = ACC.paired([recipes[large][s] - recipes["small"][s] for s in common])
+            entry[f"{large}_minus_small"] = {"seeds": common, "diff": diff, "ci95": [low, high]}
         out[budget] = entry
     return out
 
@@ -249,6 +258,27 @@ def targets(summary: dict[str, Any], latency: dict[str, Any] | None) -> list[dic
     return checks
 
 
+def budget_rows(budget: str, entry: dict[str, Any], runs: dict[str, Any]) -> list[str]:
+    """One budget's table rows: each recipe (``large`` and its tagged explorations, with their ``--set`` keys), and
+    each ``large`` variant's paired difference with ``small``."""
+    lines = []
+    tagged = sorted(r for r in entry if r.startswith("large+") and not r.endswith("_minus_small"))
+    for recipe in (*RECIPES, *tagged):
+        if recipe not in entry:
+            continue
+        e, first = entry[recipe], runs["runs"][f"{recipe}/{budget}/seed{min(entry[recipe]['maps'])}"]
+        per = ", ".join(f"{e['maps'][s]:.4f}" for s in sorted(e["maps"]))
+        name = f"{recipe} {json.dumps(first['overrides'])}" if first.get("overrides") else recipe
+        lines.append(f"| {budget} | {name} | {len(e['maps'])} | {e['mean']:.4f} | {e['std']:.4f} | {per} | "
+                     f"{first['gflops']:.3f} | {first['params']:,} |")
+    for large in ("large", *tagged):
+        gap = entry.get(f"{large}_minus_small")
+        if gap:
+            lines.append(f"| {budget} | {large} - small | {len(gap['seeds'])} | {gap['diff'] * 100:+.2f} points | | "
+                         f"CI [{gap['ci95'][0] * 100:+.2f}, {gap['ci95'][1] * 100:+.2f}] | | |")
+    return lines
+
+
 def write_report(runs: dict[str, Any], latency: dict[str, Any] | None) -> None:
     """``results/large_vs_small.md`` and ``.json``: accuracy per budget, sizes, latency, the targets checked."""
     from yolo_compress.checkpoint import atomic_write_bytes
@@ -261,16 +291,7 @@ def write_report(runs: dict[str, Any], latency: dict[str, Any] | None) -> None:
              "clutter test split; seeds paired; CI: 95% t-interval of the paired difference.", "",
              "| budget | recipe | seeds | mean | std | per seed | GFLOPs | params |", "|---" * 8 + "|"]
     for budget, entry in summary.items():
-        for recipe in RECIPES:
-            if recipe in entry:
-                e, first = entry[recipe], runs["runs"][f"{recipe}/{budget}/seed{min(entry[recipe]['maps'])}"]
-                per = ", ".join(f"{e['maps'][s]:.4f}" for s in sorted(e["maps"]))
-                lines.append(f"| {budget} | {recipe} | {len(e['maps'])} | {e['mean']:.4f} | {e['std']:.4f} | {per} | "
-                             f"{first['gflops']:.3f} | {first['params']:,} |")
-        gap = entry.get("large_minus_small")
-        if gap:
-            lines.append(f"| {budget} | large - small | {len(gap['seeds'])} | {gap['diff'] * 100:+.2f} points | | "
-                         f"CI [{gap['ci95'][0] * 100:+.2f}, {gap['ci95'][1] * 100:+.2f}] | | |")
+        lines += budget_rows(budget, entry, runs)
     if shipped:
         lines.append(f"| 0 | shipped | 1 | {shipped['map']:.4f} | | | {shipped['gflops']:.3f} | "
                      f"{shipped['params']:,} |")
@@ -296,7 +317,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--latency", action="store_true", help="time seed 0's large and small weights (run alone)")
     ap.add_argument("--rounds", type=int, default=100, help="interleaved latency rounds")
     ap.add_argument("--report-only", action="store_true")
-    return ap.parse_args(argv)
+    ap.add_argument("--tag", default="", help="an exploration of ``large``: recorded as large+TAG (with --set)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="pipeline config key for the tagged large runs")
+    a = ap.parse_args(argv)
+    if bool(a.tag) != bool(a.sets):
+        ap.error("--tag and --set go together: a tagged run is large with one change")
+    from yolo_compress.cli import parse_key_values
+
+    a.overrides = parse_key_values(a.sets)
+    return a
 
 
 def main() -> None:
