@@ -220,7 +220,8 @@ def measure_latency(runs: dict[str, Any], data: Any, rounds: int, work: Path) ->
 
 
 def summarise(runs: dict[str, Any]) -> dict[str, Any]:
-    """Per budget: each recipe's seeds, mean and std, and ``large`` - ``small`` paired by seed with its 95% CI."""
+    """Per budget: each recipe's seeds, mean and std, and paired by seed with its 95% CI: ``large`` (and each tagged
+    ``large+TAG``) - ``small``, and each ``large+TAG`` - ``large`` (what the one change earns)."""
     by: dict[str, dict[str, dict[int, float]]] = {}
     for run_id, r in runs["runs"].items():
         if run_id == "shipped":
@@ -232,12 +233,13 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {recipe: {"maps": seeds, "mean": statistics.mean(seeds.values()),
                                           "std": statistics.stdev(seeds.values()) if len(seeds) > 1 else float("nan")}
                                  for recipe, seeds in recipes.items()}
-        for large in (r for r in recipes if r.startswith("large") and "small" in recipes):
-            common = sorted(set(recipes[large]) & set(recipes["small"]))
-            if not common:
-                continue
-            diff, low, high = ACC.paired([recipes[large][s] - recipes["small"][s] for s in common])
-            entry[f"{large}_minus_small"] = {"seeds": common, "diff": diff, "ci95": [low, high]}
+        pairs = [(r, "small") for r in recipes if r.startswith("large")]
+        pairs += [(r, "large") for r in recipes if r.startswith("large+")]
+        for a, b in pairs:
+            common = sorted(set(recipes[a]) & set(recipes.get(b, {})))
+            if common:
+                diff, low, high = ACC.paired([recipes[a][s] - recipes[b][s] for s in common])
+                entry[f"{a}_minus_{b}"] = {"seeds": common, "diff": diff, "ci95": [low, high]}
         out[budget] = entry
     return out
 
@@ -262,7 +264,7 @@ def budget_rows(budget: str, entry: dict[str, Any], runs: dict[str, Any]) -> lis
     """One budget's table rows: each recipe (``large`` and its tagged explorations, with their ``--set`` keys), and
     each ``large`` variant's paired difference with ``small``."""
     lines = []
-    tagged = sorted(r for r in entry if r.startswith("large+") and not r.endswith("_minus_small"))
+    tagged = sorted(r for r in entry if r.startswith("large+") and "_minus_" not in r)
     for recipe in (*RECIPES, *tagged):
         if recipe not in entry:
             continue
@@ -271,10 +273,10 @@ def budget_rows(budget: str, entry: dict[str, Any], runs: dict[str, Any]) -> lis
         name = f"{recipe} {json.dumps(first['overrides'])}" if first.get("overrides") else recipe
         lines.append(f"| {budget} | {name} | {len(e['maps'])} | {e['mean']:.4f} | {e['std']:.4f} | {per} | "
                      f"{first['gflops']:.3f} | {first['params']:,} |")
-    for large in ("large", *tagged):
-        gap = entry.get(f"{large}_minus_small")
+    for a, b in [("large", "small")] + [(t, ref) for t in tagged for ref in ("small", "large")]:
+        gap = entry.get(f"{a}_minus_{b}")
         if gap:
-            lines.append(f"| {budget} | {large} - small | {len(gap['seeds'])} | {gap['diff'] * 100:+.2f} points | | "
+            lines.append(f"| {budget} | {a} - {b} | {len(gap['seeds'])} | {gap['diff'] * 100:+.2f} points | | "
                          f"CI [{gap['ci95'][0] * 100:+.2f}, {gap['ci95'][1] * 100:+.2f}] | | |")
     return lines
 
