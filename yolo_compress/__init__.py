@@ -9,7 +9,7 @@ to keep your own. ``PruneModel`` is imported on first access.
 from yolo_compress.errors import CompressError
 
 __all__ = ["CompressError", "PruneModel"]
-__version__ = "0.13.3"
+__version__ = "0.13.4"
 
 
 def __getattr__(name: str):
