@@ -92,7 +92,7 @@ class Bench:
         return self.runs["runs"].get(run_id, {}).get("fingerprint") == fingerprint
 
     def _record(self, run_id: str, fingerprint: str, weights: Path, seed: int, epochs: int, t0: float,
-                load0: float) -> None:
+                load0: float, **extra: Any) -> None:
         from yolo_compress.checkpoint import load_model
         from yolo_compress.models import model_size
         from yolo_compress.validation import validate
@@ -103,7 +103,7 @@ class Bench:
             "fingerprint": fingerprint, "map": test["mAP50-95"], "map50": test["mAP50"], "seed": seed,
             "epochs": epochs, "weights": str(weights.relative_to(root)), "seconds": round(time.time() - t0),
             **model_size(load_model(weights), self.data.imgsz), "load_before": round(load0, 2),
-            "load_after": round(os.getloadavg()[0], 2)}
+            "load_after": round(os.getloadavg()[0], 2), **extra}
         save_runs(self.runs)
         print(f"{run_id}: mAP50-95 {test['mAP50-95']:.4f} ({round(time.time() - t0)} s)", flush=True)
 
@@ -123,9 +123,8 @@ class Bench:
         ACC.check_budget(pipeline.ctx.plan.budget, budget, run_id)
         load0, t0 = os.getloadavg()[0], time.time()
         result = pipeline.run()
-        self._record(run_id, fingerprint, result.weights[pipeline.ctx.plan.final], seed, budget, t0, load0)
-        self.runs["runs"][run_id]["overrides"] = self.a.overrides
-        save_runs(self.runs)
+        self._record(run_id, fingerprint, result.weights[pipeline.ctx.plan.final], seed, budget, t0, load0,
+                     overrides=self.a.overrides)
 
     def _train(self, run_id: str, source: Path, seed: int, epochs: int, **keys: Any) -> None:
         """``source`` trained ``epochs`` more with ``PruneModel.train`` (``keys``: its other keywords)."""
@@ -262,7 +261,7 @@ def targets(summary: dict[str, Any], latency: dict[str, Any] | None) -> list[dic
 
 def budget_rows(budget: str, entry: dict[str, Any], runs: dict[str, Any]) -> list[str]:
     """One budget's table rows: each recipe (``large`` and its tagged explorations, with their ``--set`` keys), and
-    each ``large`` variant's paired difference with ``small``."""
+    the paired differences: ``large`` - ``small``, each tagged variant - ``small`` and - ``large``."""
     lines = []
     tagged = sorted(r for r in entry if r.startswith("large+") and "_minus_" not in r)
     for recipe in (*RECIPES, *tagged):
